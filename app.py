@@ -1,0 +1,259 @@
+"""Diffusion Lab: a Gradio app to generate images with DDPM or DDIM, steer them by class, race DDPM against DDIM
+from the same noise, and explore the forward process. Layout and event wiring only; the work is in diffusion.lab.
+
+Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import traceback
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from diffusion import lab  # noqa: E402
+from diffusion.lab import CLASS_MODES, InputError, Limits  # noqa: E402
+from diffusion.registry import ModelRegistry  # noqa: E402
+
+CHECKPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+LIMITS = Limits()
+QUEUE_SIZE = 32  # requests waiting at most; more get a "queue is full" answer
+log = logging.getLogger("diffusion-lab")
+
+INTRO = """# Diffusion Lab
+Generate small images with a class-conditional **DDPM**, sample them with **DDPM** (ancestral, one network call per
+training step) or **DDIM** (deterministic jumps over many steps), and see why DDIM is faster: the *DDPM vs DDIM* tab
+races both from the same noise."""
+
+ABOUT = r"""
+### What you are looking at
+**Forward process.** Training images x₀ are noised in closed form: x_t = √ᾱ_t · x₀ + √(1 − ᾱ_t) · ε, ε ~ N(0, I),
+for t = 0 … T−1 (Ho et al. 2020, eq. 4). The network learns to predict the noise (here: v = √ᾱ_t ε − √(1−ᾱ_t) x₀,
+an equivalent target) from x_t, t and the class.
+
+**DDPM** reverses the chain one step at a time: x_{t−1} is drawn from the Gaussian posterior q(x_{t−1} | x_t, x̂₀),
+so it needs T network calls (fewer if the chain is *respaced* over a subset of timesteps, with the betas recomputed
+so every kept step has the right marginal).
+
+**DDIM** (Song et al. 2021, eq. 12) uses the same network but a non-Markovian process with the same marginals:
+x_prev = √ᾱ_prev · x̂₀ + √(1 − ᾱ_prev − σ²) · ε̂ + σ z. With η = 0 (σ = 0) the path from x_T is deterministic and
+smooth, so it can jump over many timesteps at once: 20–50 calls instead of 1000. η = 1 gives DDPM's noise.
+
+**Classifier-free guidance** (Ho & Salimans 2022) mixes the class-conditional and unconditional predictions:
+ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅); w > 1 makes the class stronger, w = 0 ignores it. A *mix* of two classes feeds the
+network a context vector with weights (1 − w, w) on them.
+
+Live views show **x_t** (the current sample) on the left and the network's **prediction of x₀** on the right.
+"""
+
+
+def user_errors(fn):
+    """Turn bad input into a gr.Error with its message; any other failure into a short, safe gr.Error. The server
+    keeps serving either way."""
+
+    def convert(e: Exception) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, InputError):
+            return gr.Error(str(e), title="Invalid input", print_exception=False)
+        log.error("handler %s failed:\n%s", fn.__name__, traceback.format_exc())
+        return gr.Error(f"Sorry, that failed ({e.__class__.__name__}). The server is still running; try other "
+                        f"settings.", title="Error", print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - converted for the user
+                raise convert(e) from e
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - converted for the user
+            raise convert(e) from e
+    return call
+
+
+class Handlers:
+    """Event handlers; each argument mirrors one UI input."""
+
+    def __init__(self, registry: ModelRegistry, limits: Limits = LIMITS):
+        self.registry = registry
+        self.limits = limits
+
+    def select_model(self, model: str):
+        """Load a model (local name or Hub repo id) and refresh every model-dependent control."""
+        pipe = lab.get_model(self.registry, model, self.limits)
+        names = pipe.class_names or ["(unconditional)"]
+        T = pipe.config.num_timesteps
+        rows = lab.evaluation_rows(pipe)
+        examples = lab.example_choices(pipe)
+        d = pipe.config.sampling
+        return (lab.model_summary(pipe),
+                gr.Dropdown(choices=names, value=names[0]),
+                gr.Dropdown(choices=names, value=names[min(1, len(names) - 1)]),
+                gr.Slider(maximum=T, value=min(d.steps, T)),
+                gr.Slider(maximum=T, value=T),
+                gr.Slider(maximum=T, value=min(50, T)),
+                gr.Slider(maximum=T - 1, value=min(T // 2, T - 1)),
+                gr.Slider(value=d.guidance_scale),
+                gr.Dropdown(choices=examples, value=examples[0] if examples else None),
+                pd.DataFrame(rows) if rows else None)
+
+    def load_model(self, model: str):
+        """select_model, and add the model (e.g. a Hub repo id just typed) to the model list."""
+        return (gr.Dropdown(choices=self.registry.names(), value=model.strip()), *self.select_model(model))
+
+    def generate(self, model: str, sampler: str, steps: int, eta: float, guidance_scale: float, seed: int,
+                 random_seed: bool, num_images: int, class_mode: str, class_a: str, class_b: str, mix: float,
+                 progress=gr.Progress()):
+        for u in lab.generate_stream(self.registry, model, sampler, steps, eta, guidance_scale, seed, random_seed,
+                                     num_images, class_mode, class_a, class_b, mix, self.limits,
+                                     progress=lambda f, d: progress(f, desc=d)):
+            if u.final is None:
+                yield u.live, u.status, gr.skip(), gr.skip(), gr.skip(), u.seed
+            else:
+                yield u.live, u.status, u.final, u.png_path, u.gif_path, u.seed
+
+    def compare(self, model: str, ddpm_steps: int, ddim_steps: int, eta: float, guidance_scale: float, seed: int,
+                random_seed: bool, num_images: int, class_mode: str, class_a: str, class_b: str, mix: float,
+                progress=gr.Progress()):
+        for u in lab.compare_stream(self.registry, model, ddpm_steps, ddim_steps, eta, guidance_scale, seed,
+                                    random_seed, num_images, class_mode, class_a, class_b, mix, self.limits,
+                                    progress=lambda f, d: progress(f, desc=d)):
+            yield (u.ddim if u.ddim is not None else gr.skip(), u.ddpm if u.ddpm is not None else gr.skip(),
+                   u.ddim_status, u.ddpm_status, u.readout, u.strip)
+
+    def forward(self, model: str, example: str | None, upload: str | None, t: int, seed: int):
+        r = lab.forward_process(self.registry, model, example, upload, t, seed, self.limits)
+        return r.x0, r.x_t, r.predicted_x0, r.predicted_noise, r.info, r.gif_path
+
+
+def build_demo(registry: ModelRegistry, limits: Limits = LIMITS) -> gr.Blocks:
+    h = Handlers(registry, limits)
+    names = registry.names()
+    default = registry.default()
+    with gr.Blocks(title="Diffusion Lab") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                model = gr.Dropdown(names, value=default, label="Model", allow_custom_value=True,
+                                    info="a model under checkpoints/, or type a Hub repo id (owner/name)")
+                load = gr.Button("Load model", size="sm")
+                info = gr.Markdown()
+                gr.Markdown("#### Class context")
+                class_mode = gr.Radio(list(CLASS_MODES), value="class", label="Context",
+                                      info="one class, a mix of two, or none (unconditional)")
+                class_a = gr.Dropdown([], label="Class", allow_custom_value=True)
+                class_b = gr.Dropdown([], label="Second class (mix)", allow_custom_value=True)
+                mix = gr.Slider(0, 1, value=0.5, step=0.05, label="Mix weight of the second class")
+                guidance = gr.Slider(0, 10, value=2.0, step=0.1, label="Guidance scale",
+                                     info="1 = conditional, 0 = unconditional, > 1 = stronger class")
+                with gr.Row():
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=lab.SEED_MAX)
+                    random_seed = gr.Checkbox(False, label="Random seed")
+            with gr.Column(scale=3):
+                with gr.Tabs():
+                    with gr.Tab("Generate"):
+                        with gr.Row():
+                            sampler = gr.Radio(["ddim", "ddpm"], value="ddim", label="Sampler")
+                            steps = gr.Slider(1, 1000, value=20, step=1, label="Steps",
+                                              info="DDPM with fewer than T steps is respaced")
+                            eta = gr.Slider(0, 1, value=0.0, step=0.05, label="DDIM noise (eta)",
+                                            info="0 = deterministic, 1 = DDPM-like")
+                            num_images = gr.Slider(1, limits.max_images, value=8, step=1, label="Images")
+                        run = gr.Button("Generate", variant="primary")
+                        status = gr.Markdown()
+                        with gr.Row():
+                            live = gr.Image(label="Live: x_t (left) and predicted x0 (right)", format="png",
+                                            interactive=False)
+                            final = gr.Image(label="Result", format="png", interactive=False)
+                        with gr.Row():
+                            png_file = gr.File(label="PNG grid", interactive=False)
+                            gif_file = gr.File(label="GIF of the reverse process", interactive=False)
+                            seed_used = gr.Number(label="Seed used", precision=0, interactive=False)
+                    with gr.Tab("DDPM vs DDIM"):
+                        with gr.Row():
+                            ddpm_steps = gr.Slider(1, 1000, value=1000, step=1, label="DDPM steps")
+                            ddim_steps = gr.Slider(1, 1000, value=50, step=1, label="DDIM steps")
+                            cmp_eta = gr.Slider(0, 1, value=0.0, step=0.05, label="DDIM eta")
+                            cmp_images = gr.Slider(1, limits.max_compare_images, value=4, step=1, label="Images")
+                        race = gr.Button("Race DDPM vs DDIM from the same noise", variant="primary")
+                        with gr.Row():
+                            with gr.Column():
+                                ddim_status = gr.Markdown()
+                                ddim_view = gr.Image(label="DDIM: x_t | predicted x0", format="png",
+                                                     interactive=False)
+                            with gr.Column():
+                                ddpm_status = gr.Markdown()
+                                ddpm_view = gr.Image(label="DDPM: x_t | predicted x0", format="png",
+                                                     interactive=False)
+                        readout = gr.Markdown()
+                        with gr.Row():
+                            strip = gr.Gallery(label="DDIM at 5, 10, 20, 50, 100 steps from the same noise",
+                                               columns=5, height=220, format="png", interactive=False)
+                            chart = gr.ScatterPlot(x="ms per image", y="FD / floor", color="sampler",
+                                                   tooltip=["setting", "guidance", "class accuracy"],
+                                                   title="Quality (Frechet distance / real-data floor, lower is "
+                                                         "better) vs time", height=260)
+                    with gr.Tab("Forward process"):
+                        with gr.Row():
+                            example = gr.Dropdown([], label="Real example image", allow_custom_value=True)
+                            upload = gr.File(label="...or upload an image", file_types=["image"],
+                                             type="filepath")
+                            t = gr.Slider(0, 999, value=500, step=1, label="Noise level t")
+                        show = gr.Button("Noise it", variant="primary")
+                        with gr.Row():
+                            f_x0 = gr.Image(label="x0", format="png", interactive=False)
+                            f_xt = gr.Image(label="x_t", format="png", interactive=False)
+                            f_px0 = gr.Image(label="predicted x0 (one call)", format="png", interactive=False)
+                            f_noise = gr.Image(label="predicted noise | true noise", format="png",
+                                               interactive=False)
+                        f_info = gr.Markdown()
+                        f_gif = gr.File(label="GIF of the forward process", interactive=False)
+                    with gr.Tab("About"):
+                        gr.Markdown(ABOUT, latex_delimiters=[])
+
+        model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart]
+        select = user_errors(h.select_model)
+        model.change(select, [model], model_outputs, api_name="select_model")
+        load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")
+        demo.load(select, [model], model_outputs, api_visibility="undocumented")
+
+        context = [class_mode, class_a, class_b, mix]
+        run.click(user_errors(h.generate),
+                  [model, sampler, steps, eta, guidance, seed, random_seed, num_images, *context],
+                  [live, status, final, png_file, gif_file, seed_used], api_name="generate", show_progress="minimal")
+        race.click(user_errors(h.compare),
+                   [model, ddpm_steps, ddim_steps, cmp_eta, guidance, seed, random_seed, cmp_images, *context],
+                   [ddim_view, ddpm_view, ddim_status, ddpm_status, readout, strip], api_name="compare",
+                   show_progress="minimal")
+        forward = user_errors(h.forward)
+        forward_io = ([model, example, upload, t, seed], [f_x0, f_xt, f_px0, f_noise, f_info, f_gif])
+        show.click(forward, *forward_io, api_name="forward")
+        t.release(forward, *forward_io, api_visibility="undocumented")
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return demo
+
+
+def make_registry() -> ModelRegistry:
+    hub = [h.strip() for h in os.environ.get("DIFFUSION_LAB_HUB_MODELS", "").split(",") if h.strip()]
+    return ModelRegistry(CHECKPOINTS, hub)
+
+
+Image.MAX_IMAGE_PIXELS = LIMITS.max_upload_pixels  # PIL refuses decompression bombs beyond twice this
+demo = build_demo(make_registry())
+
+if __name__ == "__main__":
+    demo.launch(max_file_size=LIMITS.max_upload_bytes, theme=gr.themes.Soft(), footer_links=["api", "gradio"])

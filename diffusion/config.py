@@ -1,0 +1,135 @@
+"""The model configuration that travels with the weights as config.json: network, noise schedule, prediction type,
+the data it was trained on (image shape, class names) and the sampling defaults that evaluated best.
+
+Usage: cfg = DiffusionConfig.from_json_file("checkpoints/fashion-mnist/config.json"); cfg.unet.image_size
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from .schedules import PREDICTION_TYPES, SCHEDULE_NAMES, PredictionType, ScheduleName
+from .unet import UNetConfig
+
+FORMAT_VERSION = 1
+ARCHITECTURES = ("unet",)
+SamplerName = Literal["ddim", "ddpm"]
+Spacing = Literal["leading", "trailing", "linspace"]
+SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
+SPACINGS: tuple[str, ...] = get_args(Spacing)
+
+
+class ConfigError(ValueError):
+    """config.json is malformed or names something this version cannot build."""
+
+
+@dataclass
+class SamplingDefaults:
+    """What Pipeline.generate uses when an argument is left out."""
+
+    sampler: SamplerName = "ddim"
+    steps: int = 20
+    eta: float = 0.0
+    guidance_scale: float = 1.0
+    spacing: Spacing = "trailing"
+
+
+@dataclass
+class DiffusionConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    architecture: str = "unet"
+    num_timesteps: int = 1000
+    schedule: ScheduleName = "cosine"
+    beta_start: float = 1e-4  # linear schedule only
+    beta_end: float = 0.02  # linear schedule only
+    prediction_type: PredictionType = "v"
+    clip_x0: bool = True  # clip the predicted x0 to the data range [-1, 1] while sampling
+    dataset: str = ""
+    class_names: list[str] = field(default_factory=list)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.unet.in_channels, self.unet.image_size, self.unet.image_size
+
+    @property
+    def num_classes(self) -> int:
+        return self.unet.num_classes
+
+    def validate(self) -> None:
+        if self.format_version != FORMAT_VERSION:
+            raise ConfigError(f"format_version {self.format_version} is not supported (this code reads "
+                              f"{FORMAT_VERSION})")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"unknown architecture {self.architecture!r}; this version builds {ARCHITECTURES}")
+        if not isinstance(self.num_timesteps, int) or self.num_timesteps < 1:
+            raise ConfigError(f"num_timesteps must be a positive integer, got {self.num_timesteps!r}")
+        if self.schedule not in SCHEDULE_NAMES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULE_NAMES}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"unknown prediction_type {self.prediction_type!r}; choose one of {PREDICTION_TYPES}")
+        if len(self.class_names) != self.unet.num_classes:
+            raise ConfigError(f"{len(self.class_names)} class_names for a model with {self.unet.num_classes} classes")
+        s = self.sampling
+        if s.sampler not in SAMPLER_NAMES or s.spacing not in SPACINGS:
+            raise ConfigError(f"sampling defaults: sampler must be one of {SAMPLER_NAMES} and spacing one of "
+                              f"{SPACINGS}, got {s.sampler!r}, {s.spacing!r}")
+        if not (isinstance(s.steps, int) and 1 <= s.steps <= self.num_timesteps):
+            raise ConfigError(f"sampling defaults: steps must be in [1, {self.num_timesteps}], got {s.steps!r}")
+        if not (0.0 <= s.eta <= 1.0) or not math.isfinite(s.guidance_scale):
+            raise ConfigError(f"sampling defaults: eta must be in [0, 1] and guidance_scale finite, got "
+                              f"{s.eta!r}, {s.guidance_scale!r}")
+        try:
+            self.unet.validate()
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json_file(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        """Build and validate; unknown keys are an error (a typo must not be silently ignored)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        try:
+            unet = UNetConfig(**_known(UNetConfig, data.pop("unet", {}), "unet"))
+            sampling = SamplingDefaults(**_known(SamplingDefaults, data.pop("sampling", {}), "sampling"))
+            config = cls(unet=unet, sampling=sampling, **_known(cls, data, "top level"))
+        except TypeError as e:
+            raise ConfigError(str(e)) from e
+        config.validate()
+        return config
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> DiffusionConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+
+def _known(kind: type, data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    allowed = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(allowed)}")
+    return data

@@ -1,0 +1,54 @@
+"""The denoiser the samplers call: network + schedule + class context -> (x0_hat, eps_hat), with classifier-free
+guidance (Ho & Salimans 2022, arXiv:2207.12598) and optional clipping of x0_hat to the data range.
+
+Guidance mixes the conditional and unconditional ("no context" = zero context vector) predictions,
+    out = out_uncond + w (out_cond - out_uncond),
+with w = 1 plain conditional, w = 0 unconditional, w > 1 stronger class. Both passes run as one batch of 2B.
+Since x0 and eps are linear in the network output for a fixed x_t, mixing epsilon- or v-outputs is the same.
+
+Usage: denoise = make_denoiser(model, schedule, context, guidance_scale=2.0, prediction_type="v")
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+
+from .samplers import Denoiser
+from .schedules import NoiseSchedule, PredictionType
+
+
+def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | None, *, guidance_scale: float = 1.0,
+                  prediction_type: PredictionType = "v", clip_x0: bool = True,
+                  autocast_dtype: torch.dtype | None = None) -> Denoiser:
+    """context: (B, K) class weights (zero row = no class) or None for an unconditional model.
+    autocast_dtype: e.g. torch.bfloat16 to run the network under autocast; outputs are float32 either way."""
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    guided = context is not None and guidance_scale != 1.0
+    if context is not None and guidance_scale == 0.0:
+        context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
+    if guided:
+        both_contexts = torch.cat([context, torch.zeros_like(context)])  # (2B, K): conditional, then unconditional
+    device_type = next(model.parameters()).device.type
+
+    def network(x_t: Tensor, t: Tensor) -> Tensor:
+        amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+        with amp:
+            if not guided:
+                return model(x_t, t, context).float()
+            out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), both_contexts).float()  # (2B, C, H, W)
+        cond, uncond = out.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
+
+    def denoise(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        x0, eps = schedule.split_prediction(x_t, t, network(x_t, t), prediction_type)
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = schedule.eps_from_x0(x_t, t, x0)
+        return x0, eps
+
+    return denoise

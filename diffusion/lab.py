@@ -1,0 +1,492 @@
+"""The work behind the Gradio app, as plain typed functions that tests call directly: input validation with
+messages that name the allowed values, live generation, the DDPM-vs-DDIM race, and the forward-process explorer.
+
+Streaming functions are generators yielding dataclasses; app.py only maps them onto components.
+
+Usage: for update in generate_stream(registry, "fashion-mnist", "ddim", 20, 0.0, 2.0, 0, False, 4, "class",
+                                     "Trouser", "Bag", 0.5): ...
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from .checkpoint import CheckpointError
+from .guidance import make_denoiser
+from .images import save_gif, save_png, to_pil
+from .pipeline import Pipeline, to_unit_range
+from .registry import ModelNotFound, ModelRegistry
+from .samplers import StepInfo
+
+ProgressFn = Callable[[float, str], None]
+CLASS_MODES = ("class", "mix", "none")
+SAMPLERS = ("ddim", "ddpm")
+STRIP_STEPS = (5, 10, 20, 50, 100)
+SEED_MAX = 2**31 - 1
+
+
+class InputError(ValueError):
+    """Bad input from a user; the message says what is allowed. The app shows it as an error, never crashes."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that keep a 2-vCPU server responsive: one request can hold the CPU for about half a minute at most."""
+
+    max_images: int = 16
+    max_compare_images: int = 4
+    max_work: int = 16_000  # images x sampling steps per request (DDPM 1000 steps x 16 images)
+    max_upload_bytes: int = 10 * 2**20
+    max_upload_pixels: int = 4096 * 4096
+    max_hub_id_length: int = 96
+    display_size: int = 320  # pixels of the longer side of a live image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input validation
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """An integer in [lo, hi]; accepts integral floats (what JSON clients send), rejects bools, NaN, strings."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
+    if not lo <= int(value) <= hi:
+        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
+    return int(value)
+
+
+def check_float(name: str, value, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not lo <= value <= hi:
+        raise InputError(f"{name} must be a number from {lo:g} to {hi:g}, got {_show(value)}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {_show(value)}")
+    return value
+
+
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def get_model(registry: ModelRegistry, name, limits: Limits) -> Pipeline:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"choose a model: {', '.join(registry.names()) or '(none found)'}")
+    if len(name) > limits.max_hub_id_length:
+        raise InputError(f"model name too long ({len(name)} characters; at most {limits.max_hub_id_length})")
+    try:
+        return registry.get(name)
+    except (ModelNotFound, CheckpointError) as e:
+        raise InputError(str(e)) from e
+
+
+def resolve_seed(seed, random_seed: bool) -> int:
+    if random_seed:
+        return secrets.randbelow(SEED_MAX + 1)
+    return check_int("seed", seed, 0, SEED_MAX)
+
+
+def class_context(pipe: Pipeline, mode: str, class_a, class_b, mix) -> list[float]:
+    """One context vector from the UI's class panel: a class, a mix (1 - w) a + w b, or no class."""
+    names = pipe.class_names
+    if not names:
+        return []
+    mode = check_choice("class mode", mode, CLASS_MODES)
+    vector = [0.0] * len(names)
+    if mode == "none":
+        return vector
+    a = check_choice("class", class_a, names)
+    if mode == "class":
+        vector[names.index(a)] = 1.0
+        return vector
+    b = check_choice("second class", class_b, names)
+    w = check_float("mix weight", mix, 0.0, 1.0)
+    vector[names.index(a)] += 1.0 - w
+    vector[names.index(b)] += w
+    return vector
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# images and files
+
+
+def grid_array(images: Tensor, display_size: int) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (rows * H * s, cols * W * s, 3) uint8 grid, nearest-upscaled to ~display_size."""
+    N, C, H, W = images.shape
+    cols = max(1, math.ceil(math.sqrt(N)))
+    rows = math.ceil(N / cols)
+    x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    if C == 1:
+        x = x.expand(N, 3, H, W)
+    canvas = torch.full((3, rows * (H + 1) + 1, cols * (W + 1) + 1), 255, dtype=torch.uint8)
+    for i in range(N):
+        r, c = divmod(i, cols)
+        canvas[:, 1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = x[i]
+    scale = max(1, display_size // max(canvas.shape[1], canvas.shape[2]))
+    out = canvas.permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out.repeat(scale, axis=0).repeat(scale, axis=1))
+
+
+def side_by_side(*arrays: np.ndarray, gap: int = 8) -> np.ndarray:
+    """Arrays of equal height, left to right, separated by white gaps."""
+    H = max(a.shape[0] for a in arrays)
+    parts = []
+    for i, a in enumerate(arrays):
+        if i:
+            parts.append(np.full((H, gap, 3), 255, np.uint8))
+        parts.append(np.pad(a, ((0, H - a.shape[0]), (0, 0), (0, 0)), constant_values=255))
+    return np.concatenate(parts, axis=1)
+
+
+class OutputFiles:
+    """Result files (PNG, GIF) in one temporary folder, pruned to the newest `keep` files."""
+
+    def __init__(self, folder: str | Path | None = None, keep: int = 400):
+        self.folder = Path(folder or Path(tempfile.gettempdir()) / "diffusion-lab-outputs")
+        self.keep = keep
+
+    def path(self, stem: str, suffix: str) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = sorted(self.folder.glob("*"), key=lambda p: p.stat().st_mtime)
+        for old in files[:max(0, len(files) - self.keep + 1)]:
+            old.unlink(missing_ok=True)
+        return self.folder / f"{stem}-{uuid.uuid4().hex[:10]}{suffix}"
+
+
+OUTPUTS = OutputFiles()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generate
+
+
+@dataclass
+class GenerateUpdate:
+    live: np.ndarray  # x_t | predicted x0, side by side
+    status: str
+    seed: int
+    final: np.ndarray | None = None
+    png_path: str | None = None
+    gif_path: str | None = None
+
+
+def check_sampling(pipe: Pipeline, sampler, steps, eta, guidance_scale) -> tuple[str, int, float, float]:
+    T = pipe.config.num_timesteps
+    return (check_choice("sampler", sampler, SAMPLERS), check_int("steps", steps, 1, T),
+            check_float("eta", eta, 0.0, 1.0), check_float("guidance scale", guidance_scale, 0.0, 20.0))
+
+
+def check_work(images: int, steps: int, limits: Limits) -> None:
+    if images * steps > limits.max_work:
+        raise InputError(f"{images} images x {steps} steps is too much work for this server: keep images x steps "
+                         f"at or below {limits.max_work} (e.g. fewer images, or DDIM with fewer steps)")
+
+
+def stream_every(steps: int, max_frames: int = 60) -> int:
+    return max(1, math.ceil(steps / max_frames))
+
+
+def generate_stream(registry: ModelRegistry, model: str, sampler: str, steps: int, eta: float,
+                    guidance_scale: float, seed: int, random_seed: bool, num_images: int, class_mode: str,
+                    class_a: str, class_b: str, mix: float, limits: Limits = Limits(),
+                    progress: ProgressFn | None = None) -> Iterator[GenerateUpdate]:
+    """Sample `num_images` images, yielding the live x_t | x0 view as it denoises, then the grid, PNG and GIF."""
+    pipe = get_model(registry, model, limits)
+    sampler, steps, eta, guidance_scale = check_sampling(pipe, sampler, steps, eta, guidance_scale)
+    n = check_int("number of images", num_images, 1, limits.max_images)
+    check_work(n, steps, limits)
+    context = class_context(pipe, class_mode, class_a, class_b, mix)
+    seed = resolve_seed(seed, random_seed)
+    labels = [context] * n if context else None
+    every = stream_every(steps)
+    frames: list[Image.Image] = []
+    start = time.perf_counter()
+    last: StepInfo | None = None
+    live = np.zeros((1, 1, 3), np.uint8)
+    for info in pipe.iter_generate(labels, n=None if context else n, sampler=sampler, steps=steps, eta=eta,
+                                   guidance_scale=guidance_scale, seed=seed):
+        last = info
+        done = info.index + 1
+        if done % every == 0 or done == steps:
+            live = side_by_side(grid_array(to_unit_range(info.x_prev), limits.display_size),
+                                grid_array(to_unit_range(info.x0), limits.display_size))
+            frames.append(Image.fromarray(live))
+            elapsed = time.perf_counter() - start
+            if progress is not None:
+                progress(done / steps, f"{sampler.upper()} step {done}/{steps}")
+            if done < steps:
+                yield GenerateUpdate(live, f"{sampler.upper()} step {done}/{steps} (t = {info.t}) · "
+                                           f"{elapsed:.2f} s · seed {seed}", seed)
+    elapsed = time.perf_counter() - start
+    assert last is not None
+    final = grid_array(to_unit_range(last.x_prev), limits.display_size)
+    png = save_png(Image.fromarray(final), OUTPUTS.path("samples", ".png"))
+    gif = save_gif(frames, OUTPUTS.path("denoising", ".gif"))
+    yield GenerateUpdate(live,
+                         f"**{sampler.upper()} · {steps} steps · {n} image{'s' if n > 1 else ''}** in "
+                         f"{elapsed:.2f} s ({steps / elapsed:.1f} steps/s) · seed {seed}", seed, final,
+                         str(png), str(gif))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# compare DDPM vs DDIM
+
+
+@dataclass
+class Runner:
+    """One sampler of the race: its step iterator, compute time so far, and latest step."""
+
+    name: str
+    steps: int
+    iterator: Iterator[StepInfo]
+    seconds: float = 0.0
+    last: StepInfo | None = None
+    done: bool = False
+
+    def advance(self) -> None:
+        t0 = time.perf_counter()
+        info = next(self.iterator, None)
+        self.seconds += time.perf_counter() - t0
+        if info is None:
+            self.done = True
+        else:
+            self.last = info
+            self.done = info.index + 1 == self.steps
+
+    def view(self, display_size: int) -> np.ndarray:
+        assert self.last is not None
+        return side_by_side(grid_array(to_unit_range(self.last.x_prev), display_size),
+                            grid_array(to_unit_range(self.last.x0), display_size))
+
+    def status(self) -> str:
+        done = 0 if self.last is None else self.last.index + 1
+        rate = f" · {done / self.seconds:.0f} steps/s" if self.seconds > 0 else ""
+        return f"**{self.name}**: step {done}/{self.steps} · {self.seconds:.2f} s{rate}" + (" ✓" if self.done else "")
+
+
+@dataclass
+class CompareUpdate:
+    ddim: np.ndarray | None
+    ddpm: np.ndarray | None
+    ddim_status: str
+    ddpm_status: str
+    readout: str
+    ddim_seconds: float
+    ddpm_seconds: float
+    strip: list[tuple[np.ndarray, str]] = field(default_factory=list)
+
+
+def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_steps: int, eta: float,
+                   guidance_scale: float, seed: int, random_seed: bool, num_images: int, class_mode: str,
+                   class_a: str, class_b: str, mix: float, limits: Limits = Limits(),
+                   progress: ProgressFn | None = None) -> Iterator[CompareUpdate]:
+    """DDPM and DDIM from the same starting noise, racing on a shared CPU: each step goes to whichever sampler has
+    used less compute so far, so both progress live at the speed each would have alone. Then a strip of DDIM
+    results at 5..100 steps from the same noise."""
+    pipe = get_model(registry, model, limits)
+    T = pipe.config.num_timesteps
+    ddpm_steps = check_int("DDPM steps", ddpm_steps, 1, T)
+    _, ddim_steps, eta, guidance_scale = check_sampling(pipe, "ddim", ddim_steps, eta, guidance_scale)
+    n = check_int("number of images", num_images, 1, limits.max_compare_images)
+    strip_steps = [s for s in STRIP_STEPS if s <= T]
+    check_work(n, ddpm_steps + ddim_steps + sum(strip_steps), limits)
+    context = class_context(pipe, class_mode, class_a, class_b, mix)
+    seed = resolve_seed(seed, random_seed)
+    labels = [context] * n if context else None
+    x_T = pipe.noise(n, seed=seed)
+    common = dict(n=None if context else n, guidance_scale=guidance_scale, seed=seed, x_T=x_T)
+    ddim = Runner(f"DDIM ({ddim_steps} steps, eta {eta:g})", ddim_steps,
+                  pipe.iter_generate(labels, sampler="ddim", steps=ddim_steps, eta=eta, **common))
+    ddpm = Runner(f"DDPM ({ddpm_steps} steps)", ddpm_steps,
+                  pipe.iter_generate(labels, sampler="ddpm", steps=ddpm_steps, **common))
+    every = stream_every(ddim_steps + ddpm_steps, 120)
+    total, k = ddim_steps + ddpm_steps, 0
+    while not (ddim.done and ddpm.done):
+        runner = min((r for r in (ddim, ddpm) if not r.done), key=lambda r: r.seconds)
+        runner.advance()
+        k += 1
+        if progress is not None:
+            progress(k / total, "racing DDIM against DDPM")
+        if k % every == 0 or runner.done:
+            yield CompareUpdate(ddim.view(limits.display_size) if ddim.last else None,
+                                ddpm.view(limits.display_size) if ddpm.last else None,
+                                ddim.status(), ddpm.status(), "racing…", ddim.seconds, ddpm.seconds)
+    speedup = ddpm.seconds / ddim.seconds
+    readout = (f"### DDIM took {ddim.seconds:.2f} s for {ddim_steps} steps, DDPM {ddpm.seconds:.2f} s for "
+               f"{ddpm_steps} steps: {speedup:.1f}x faster\n"
+               f"Both started from the same noise x_T (seed {seed}). Each DDIM step jumps over "
+               f"{T / ddim_steps:.0f} of the T = {T} training timesteps along a deterministic path (eta = {eta:g}); "
+               f"DDPM walks {'every one' if ddpm_steps == T else f'{ddpm_steps} respaced ones'} adding fresh noise.")
+    strip: list[tuple[np.ndarray, str]] = []
+    for s in strip_steps:
+        start = time.perf_counter()
+        images = pipe.generate(labels, sampler="ddim", steps=s, eta=eta, **common)
+        strip.append((grid_array(images, limits.display_size // 2),
+                      f"DDIM {s} steps · {time.perf_counter() - start:.2f} s"))
+        yield CompareUpdate(ddim.view(limits.display_size), ddpm.view(limits.display_size), ddim.status(),
+                            ddpm.status(), readout, ddim.seconds, ddpm.seconds, list(strip))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# forward process
+
+
+@dataclass
+class ForwardResult:
+    x0: np.ndarray
+    x_t: np.ndarray
+    predicted_x0: np.ndarray
+    predicted_noise: np.ndarray  # predicted noise | true noise
+    info: str
+    gif_path: str
+
+
+def example_choices(pipe: Pipeline) -> list[str]:
+    """Names of the real example images shipped with a model (examples/<class index>_<n>.png)."""
+    folder = Path(getattr(pipe, "directory", "")) / "examples"
+    names = []
+    for p in sorted(folder.glob("*.png")):
+        k, _, i = p.stem.partition("_")
+        if k.isdigit() and int(k) < len(pipe.class_names):
+            names.append(f"{pipe.class_names[int(k)]} #{i}")
+    return names
+
+
+def load_example(pipe: Pipeline, name: str) -> tuple[Image.Image, int | None]:
+    choices = example_choices(pipe)
+    if name not in choices:
+        raise InputError(f"unknown example {_show(name)}; choose one of {', '.join(choices) or '(none shipped)'}")
+    class_name, _, i = name.rpartition(" #")
+    k = pipe.class_names.index(class_name)
+    return Image.open(Path(pipe.directory) / "examples" / f"{k}_{i}.png"), k
+
+
+def load_upload(path, limits: Limits) -> Image.Image:
+    """Open an uploaded file as an image, refusing non-images, huge files and decompression bombs."""
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        raise InputError("the upload is not a readable file")
+    size = Path(path).stat().st_size
+    if size > limits.max_upload_bytes:
+        raise InputError(f"the upload is {size / 2**20:.1f} MB; at most {limits.max_upload_bytes / 2**20:.0f} MB")
+    try:
+        image = Image.open(path)
+        if image.width * image.height > limits.max_upload_pixels:
+            raise InputError(f"the upload is {image.width}x{image.height} pixels; at most "
+                             f"{limits.max_upload_pixels} pixels")
+        image.load()
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"the upload is not an image this app can read (PNG, JPEG, WebP, GIF, BMP): "
+                         f"{e.__class__.__name__}") from e
+    return image
+
+
+def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
+    """A PIL image -> (1, C, H, W) in [-1, 1] at the model's size and channels (centre crop, then resize)."""
+    C, H, W = pipe.image_shape
+    image = image.convert("L" if C == 1 else "RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((W, H), Image.Resampling.LANCZOS)
+    array = np.asarray(image, dtype=np.float32).reshape(H, W, C)
+    return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
+
+
+def forward_process(registry: ModelRegistry, model: str, example: str | None, upload: str | None, t: int,
+                    seed: int, limits: Limits = Limits()) -> ForwardResult:
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for a real image, the model's one-step predictions of
+    x0 and eps from x_t (with the image's class when known), and a GIF of the whole forward process."""
+    pipe = get_model(registry, model, limits)
+    T = pipe.config.num_timesteps
+    t = check_int("noise level t", t, 0, T - 1)
+    seed = check_int("seed", seed, 0, SEED_MAX)
+    if upload:
+        image, k = load_upload(upload, limits), None
+    elif example:
+        image, k = load_example(pipe, example)
+    else:
+        raise InputError("choose an example image or upload one")
+    x0 = image_to_model(pipe, image).to(pipe.device)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    s = pipe.schedule
+    tt = torch.tensor([t], device=pipe.device)
+    x_t = s.q_sample(x0, tt, noise)
+    labels = None
+    if pipe.class_names:
+        labels = [k] if k is not None else [None]
+    context = pipe.context(labels).to(pipe.device) if labels is not None else None
+    denoise = make_denoiser(pipe.model, s, context, guidance_scale=1.0, prediction_type=pipe.config.prediction_type,
+                            clip_x0=pipe.config.clip_x0, autocast_dtype=pipe.autocast_dtype)
+    with torch.inference_mode():
+        x0_hat, eps_hat = denoise(x_t, tt)
+    ab = float(s.alphas_cumprod[t])
+    size = limits.display_size // 2
+    noise_view = side_by_side(grid_array(((eps_hat / 3 + 1) / 2).clamp(0, 1), size),
+                              grid_array(((noise / 3 + 1) / 2).clamp(0, 1), size))
+    info = (f"t = {t} of {T}: alpha_bar_t = {ab:.4f}, signal x{math.sqrt(ab):.3f} + noise x{math.sqrt(1 - ab):.3f}, "
+            f"SNR = {ab / max(1 - ab, 1e-12):.3g}. One network call from x_t: x0 error (MSE) "
+            f"{float(((x0_hat - x0) ** 2).mean()):.4f}, noise error {float(((eps_hat - noise) ** 2).mean()):.4f}"
+            + (f"; class context: {pipe.class_names[k]}" if k is not None else "; no class context"))
+    frames = []
+    for tf in np.linspace(0, T - 1, 40).round().astype(int):
+        xf = s.q_sample(x0, torch.tensor([int(tf)], device=pipe.device), noise)
+        frames.append(to_pil(grid_array(to_unit_range(xf), size), 1))
+    gif = save_gif(frames, OUTPUTS.path("forward", ".gif"), duration_ms=60)
+    return ForwardResult(grid_array(to_unit_range(x0), size), grid_array(to_unit_range(x_t), size),
+                         grid_array(to_unit_range(x0_hat), size), noise_view, info, str(gif))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model information
+
+
+def evaluation_rows(pipe: Pipeline) -> list[dict]:
+    """The model card's evaluation table (evaluation.json in the model directory) as plot rows; [] if none."""
+    import json
+
+    path = Path(getattr(pipe, "directory", "")) / "evaluation.json"
+    try:
+        evaluation = json.loads(path.read_text())
+        rows = evaluation["rows"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for r in rows:
+        try:
+            label = f"DDPM {r['steps']}" if r["sampler"] == "ddpm" else f"DDIM {r['steps']} (eta {r['eta']:g})"
+            out.append({"setting": label, "sampler": r["sampler"].upper(), "steps": int(r["steps"]),
+                        "guidance": float(r["guidance_scale"]), "ms per image": 1000 * float(r["seconds_per_image"]),
+                        "FD / floor": float(r["fd_ratio"]), "class accuracy": float(r["accuracy"])})
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def model_summary(pipe: Pipeline) -> str:
+    c = pipe.config
+    params = sum(p.numel() for p in pipe.model.parameters())
+    s = c.sampling
+    return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "
+            f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
+            f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
+            f"{s.steps} steps, guidance {s.guidance_scale:g} · "
+            f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device}")

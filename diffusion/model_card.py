@@ -1,0 +1,109 @@
+"""The model card (README.md in Hugging Face format: YAML metadata header + Markdown) of a model directory,
+built from config.json, training.json (how it was trained) and evaluation.json (how it scored).
+
+Usage: write_model_card("checkpoints/fashion-mnist")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .checkpoint import atomic_write, load_config
+from .evaluate import EVALUATION_NAME
+
+TRAINING_NAME = "training.json"
+DATASET_META = {
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", "MIT", "https://github.com/zalandoresearch/fashion-mnist"),
+    "mnist": ("ylecun/mnist", "CC BY-SA 3.0", "http://yann.lecun.com/exdb/mnist/"),
+    "cifar10": ("uoft-cs/cifar10", "unknown", "https://www.cs.toronto.edu/~kriz/cifar.html"),
+    "sprites": ("", "unknown", "https://www.deeplearning.ai/short-courses/how-diffusion-models-work/"),
+    "digits": ("", "CC BY 4.0", "https://archive.ics.uci.edu/dataset/80"),
+}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def evaluation_table(evaluation: dict) -> str:
+    """Markdown table of an evaluation.json."""
+    floor = evaluation["floor"]
+    lines = ["| sampler | steps | eta | guidance | class accuracy | Frechet distance | FD / floor | ms per image |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in evaluation["rows"]:
+        eta = f"{r['eta']:g}" if r["sampler"] == "ddim" else "-"
+        lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {eta} | {r['guidance_scale']:g} | "
+                     f"{r['accuracy']:.3f} | {r['frechet_distance']:.3f} | {r['fd_ratio']:.2f} | "
+                     f"{1000 * r['seconds_per_image']:.1f} |")
+    lines.append(f"| real train images (floor) | | | | {floor['real_test_accuracy']:.3f} (real test) | "
+                 f"{floor['frechet_distance']:.3f} ± {floor['std']:.3f} | 1.00 | |")
+    return "\n".join(lines)
+
+
+def model_card(directory: str | Path) -> str:
+    directory = Path(directory)
+    config = load_config(directory)
+    training = _read_json(directory / TRAINING_NAME) or {}
+    evaluation = _read_json(directory / EVALUATION_NAME)
+    hub_id, licence, homepage = DATASET_META.get(config.dataset, ("", "unknown", ""))
+    u, s = config.unet, config.sampling
+    header = ["---", "license: mit", "library_name: pytorch", "pipeline_tag: unconditional-image-generation",
+              "tags:", "- diffusion", "- ddpm", "- ddim", "- class-conditional", "- classifier-free-guidance"]
+    if hub_id:
+        header += ["datasets:", f"- {hub_id}"]
+    header.append("---")
+    body = [
+        f"# Class-conditional DDPM on {config.dataset}",
+        "",
+        f"A {u.image_size}x{u.image_size}x{u.in_channels} class-conditional diffusion model (U-Net, "
+        f"{config.prediction_type}-prediction, {config.schedule} schedule, T = {config.num_timesteps}) trained with "
+        f"classifier-free guidance on the {config.dataset} data set ({homepage}, licence: {licence}). "
+        "Load it with this project's `Pipeline`:",
+        "",
+        "```python",
+        "from diffusion import Pipeline",
+        f'pipe = Pipeline.from_pretrained("{directory.as_posix()}")',
+        "images = pipe.generate([0, 1, 2], seed=0)  # (3, C, H, W) in [0, 1]",
+        "```",
+        "",
+        f"Classes: {', '.join(config.class_names) or '(unconditional)'}.",
+        "",
+        f"Defaults (the settings that evaluated best): {s.sampler.upper()} {s.steps} steps, eta {s.eta:g}, "
+        f"guidance scale {s.guidance_scale:g}, {s.spacing} spacing.",
+        "",
+        "![samples](samples.png)" if (directory / "samples.png").exists() else "",
+        "",
+        "## Network",
+        "",
+        f"U-Net, base width {u.base_channels}, channel multipliers {u.channel_mult}, {u.num_res_blocks} residual "
+        f"blocks per level, patch size {u.patch_size}, attention at levels {u.attention_levels or 'none'}; "
+        f"{training.get('parameters', '?')} parameters; exported weights are the EMA.",
+    ]
+    if training:
+        body += ["", "## Training", "",
+                 f"Command: `{training.get('command', '?')}`", "",
+                 f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
+                 f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
+                 f"{training.get('hardware', '?')}; final validation loss {training.get('val_loss', float('nan')):.4f}."]
+    if evaluation:
+        body += ["", "## Evaluation", "",
+                 f"`python -m diffusion.evaluate` with a classifier trained on the {config.dataset} train split "
+                 f"(test accuracy {evaluation['classifier']['test_accuracy']}); "
+                 f"{evaluation['per_class']} generated images per class against {evaluation['per_class']} real test "
+                 f"images per class; the Frechet distance uses the classifier's {evaluation['classifier']['feature_dim']}"
+                 f"-d penultimate features. The floor is the distance between real train and real test draws of the "
+                 f"same size. Wall time on {training.get('hardware', 'this machine')}, "
+                 f"batch {evaluation['batch_size']}, {evaluation['precision']}.", "",
+                 evaluation_table(evaluation)]
+    return "\n".join(header + [""] + body) + "\n"
+
+
+def write_model_card(directory: str | Path) -> Path:
+    path = Path(directory) / "README.md"
+    text = model_card(directory)
+    atomic_write(path, lambda p: p.write_text(text))
+    return path

@@ -1,0 +1,187 @@
+"""Load a trained model (local directory or Hugging Face Hub repo) and generate images: the public API used by the
+app, the sampling CLI, the evaluator and users.
+
+Usage:
+    pipe = Pipeline.from_pretrained("checkpoints/fashion-mnist")
+    images = pipe.generate([0, 7], sampler="ddim", steps=20, seed=0)  # (2, 1, 28, 28) in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterator, Literal, Sequence
+
+import torch
+from torch import Tensor
+
+from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
+from .config import DiffusionConfig
+from .guidance import make_denoiser
+from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
+from .schedules import NoiseSchedule
+from .unet import UNet
+
+Precision = Literal["auto", "fp32", "bf16"]
+Labels = Sequence[int | None] | Sequence[Sequence[float]] | Tensor
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays off on CUDA GPUs with bf16 and on CPUs with native bf16 instructions (AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+class Pipeline:
+    """A trained network, its noise schedule and config, on one device."""
+
+    def __init__(self, model: UNet, config: DiffusionConfig, *, device: str | torch.device = "cpu",
+                 precision: Precision = "auto", source: str = ""):
+        config.validate()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.config = config
+        self.schedule = NoiseSchedule.from_name(config.schedule, config.num_timesteps, config.beta_start,
+                                                config.beta_end)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+        use_bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(self.device))
+        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        self.source = source
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device = "cpu",
+                        precision: Precision = "auto", revision: str | None = None) -> Pipeline:
+        """A local model directory, or a Hub repo id ('owner/name') fetched with huggingface_hub."""
+        directory = resolve_model_dir(name_or_path, revision)
+        config, model = load_model_dir(directory)
+        pipe = cls(model, config, device=device, precision=precision, source=str(name_or_path))
+        pipe.directory = directory
+        return pipe
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_model_dir(directory, self.config, self.model.state_dict())
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.config.image_shape
+
+    def context(self, labels: Labels) -> Tensor:
+        """Class indices (None or -1 = no class) or (N, K) context vectors -> (N, K) float32 context."""
+        K = self.config.num_classes
+        if K == 0:
+            raise ValueError("this model is unconditional: it takes no labels; use generate(n=...)")
+        if isinstance(labels, Tensor):
+            if labels.dtype.is_floating_point:
+                ctx = labels.float()
+            else:
+                labels = labels.tolist()
+        if not isinstance(labels, Tensor):
+            labels = list(labels)
+            if labels and all(isinstance(v, (int, type(None))) and not isinstance(v, bool) for v in labels):
+                bad = [v for v in labels if v is not None and not -1 <= v < K]
+                if bad:
+                    raise ValueError(f"class index {bad[0]} out of range: use 0..{K - 1} ({', '.join(self.class_names)})"
+                                     f" or -1/None for no class")
+                ctx = torch.zeros(len(labels), K)
+                for i, v in enumerate(labels):
+                    if v is not None and v >= 0:
+                        ctx[i, v] = 1.0
+            else:
+                try:
+                    ctx = torch.tensor(labels, dtype=torch.float32)
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"labels must be class indices or context vectors of length {K}: {e}") from e
+        if ctx.ndim != 2 or ctx.shape[1] != K or ctx.shape[0] == 0:
+            raise ValueError(f"context vectors must have shape (N, {K}) with N >= 1, got {tuple(ctx.shape)}")
+        if not torch.isfinite(ctx).all() or (ctx < 0).any():
+            raise ValueError("context vectors must hold finite, non-negative class weights")
+        return ctx
+
+    def noise(self, n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Starting noise x_T ~ N(0, I), (n, C, H, W), drawn on the CPU so a seed gives the same noise anywhere."""
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        return torch.randn((n, *self.image_shape), generator=generator).to(self.device)
+
+    def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
+                steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
+                spacing: str | None = None, seed: int | None = None,
+                x_T: Tensor | None = None) -> tuple[Denoiser, Tensor, ReversePlan, torch.Generator]:
+        """Validate the arguments of `generate` and build what the sampling loop needs:
+        (denoiser, x_T (N, C, H, W) on the device, plan, generator)."""
+        d = self.config.sampling
+        sampler = d.sampler if sampler is None else sampler
+        steps = d.steps if steps is None else steps
+        eta = d.eta if eta is None else eta
+        guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
+        spacing = d.spacing if spacing is None else spacing
+        if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        plan = make_plan(sampler, self.schedule, steps, spacing, eta)
+
+        context = self.context(labels) if labels is not None else None
+        if context is None and self.config.num_classes > 0:
+            if n is None:
+                raise ValueError("pass labels (class indices or context vectors), or n for unguided samples")
+            context = torch.zeros(n, self.config.num_classes)
+        N = context.shape[0] if context is not None else n
+        if N is None or N < 1:
+            raise ValueError(f"the number of images must be at least 1, got {N!r}")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        if x_T is None:
+            x_T = self.noise(N, generator=generator)
+        elif tuple(x_T.shape) != (N, *self.image_shape):
+            raise ValueError(f"x_T must have shape {(N, *self.image_shape)}, got {tuple(x_T.shape)}")
+        denoise = make_denoiser(self.model, self.schedule,
+                                context.to(self.device) if context is not None else None,
+                                guidance_scale=float(guidance_scale), prediction_type=self.config.prediction_type,
+                                clip_x0=self.config.clip_x0, autocast_dtype=self.autocast_dtype)
+        return denoise, x_T.to(self.device, torch.float32), plan, generator
+
+    def generate(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
+                 steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
+                 spacing: str | None = None, seed: int | None = None, x_T: Tensor | None = None,
+                 callback: Callback | None = None) -> Tensor:
+        """Sample images, (N, C, H, W) float in [0, 1].
+
+        labels: class indices (None/-1 = no class) or (N, K) context vectors (mixes of classes); for an
+        unconditional model pass n instead. sampler "ddim" or "ddpm" (eta applies to DDIM only); steps 1..T;
+        guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class); seed makes the starting noise
+        and every sampling step reproducible; x_T (N, C, H, W) overrides the starting noise; callback(StepInfo) is
+        called after every step (x_t and x0 in model range [-1, 1]). Arguments left out take the defaults saved
+        in config.json.
+        """
+        denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
+                                                     guidance_scale=guidance_scale, spacing=spacing, seed=seed,
+                                                     x_T=x_T)
+        with torch.inference_mode():
+            x0 = sample(denoise, x_T, plan, generator=generator, callback=callback)
+        return to_unit_range(x0)
+
+    def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
+        """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last
+        one's x_prev, through to_unit_range, is the result. Each step runs under inference mode on its own, so
+        the iterator may be advanced from any thread (as Gradio does)."""
+        denoise, x_T, plan, generator = self.prepare(labels, **kwargs)
+        steps = iter_sample(denoise, x_T, plan, generator=generator)
+        while True:
+            with torch.inference_mode():
+                info = next(steps, None)
+            if info is None:
+                return
+            yield info
+
+
+def to_unit_range(x: Tensor) -> Tensor:
+    """Model range [-1, 1] -> [0, 1], clamped."""
+    return ((x + 1) / 2).clamp(0.0, 1.0)

@@ -1,0 +1,80 @@
+"""The models an app can serve: every model directory under a root folder (e.g. checkpoints/) plus Hugging Face Hub
+repo ids, loaded on first use and kept in a small LRU cache. Names from clients are looked up, never used as paths.
+
+Usage: registry = ModelRegistry("checkpoints"); pipe = registry.get(registry.names()[0])
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from .checkpoint import CONFIG_NAME, CheckpointError, is_hub_repo_id, load_config
+from .pipeline import Pipeline, Precision
+
+
+class ModelNotFound(ValueError):
+    """An unknown model name; the message lists the known ones."""
+
+
+class ModelRegistry:
+    def __init__(self, root: str | Path = "checkpoints", hub_ids: list[str] | tuple[str, ...] = (), *,
+                 device: str = "cpu", precision: Precision = "auto", max_loaded: int = 3,
+                 allow_any_hub_id: bool = True):
+        self.root = Path(root)
+        self.device = device
+        self.precision = precision
+        self.max_loaded = max_loaded
+        self.allow_any_hub_id = allow_any_hub_id
+        self._local = self._discover()
+        self._hub = [h for h in hub_ids if h]
+        for h in self._hub:
+            if not is_hub_repo_id(h):
+                raise ModelNotFound(f"{h!r} is not a Hugging Face Hub repo id of the form 'owner/name'")
+        self._cache: OrderedDict[str, Pipeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _discover(self) -> dict[str, Path]:
+        """Sub-directories of root holding a config.json that parses as a diffusion model config."""
+        found = {}
+        if self.root.is_dir():
+            for d in sorted(self.root.iterdir()):
+                if (d / CONFIG_NAME).is_file():
+                    try:
+                        load_config(d)
+                    except CheckpointError:
+                        continue
+                    found[d.name] = d
+        return found
+
+    def names(self) -> list[str]:
+        return list(self._local) + [h for h in self._hub if h not in self._local]
+
+    def default(self) -> str | None:
+        names = self.names()
+        return names[0] if names else None
+
+    def get(self, name: str) -> Pipeline:
+        """The loaded pipeline of a listed local model or a Hub repo id; errors say what is available."""
+        if not isinstance(name, str) or not name.strip():
+            raise ModelNotFound(f"choose a model: {', '.join(self.names()) or '(none found)'}")
+        name = name.strip()
+        with self._lock:
+            if name in self._cache:
+                self._cache.move_to_end(name)
+                return self._cache[name]
+            if name in self._local:
+                pipe = Pipeline.from_pretrained(self._local[name], device=self.device, precision=self.precision)
+            elif is_hub_repo_id(name) and (self.allow_any_hub_id or name in self._hub):
+                pipe = Pipeline.from_pretrained(name, device=self.device, precision=self.precision)
+                if name not in self._hub:
+                    self._hub.append(name)
+            else:
+                raise ModelNotFound(f"unknown model {name[:100]!r}: choose one of {', '.join(self.names())}"
+                                    + (" or type a Hugging Face Hub repo id (owner/name)" if self.allow_any_hub_id
+                                       else ""))
+            self._cache[name] = pipe
+            while len(self._cache) > self.max_loaded:
+                self._cache.popitem(last=False)
+            return pipe

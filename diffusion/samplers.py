@@ -1,0 +1,189 @@
+"""Reverse-process samplers: DDPM ancestral sampling (Ho et al. 2020) with optional respacing to fewer steps
+(Nichol & Dhariwal 2021, sec. 4), and DDIM (Song et al. 2021, arXiv:2010.02502) with any eta and step count.
+
+Every sampler is the same loop over a precomputed ReversePlan. Each step maps the denoiser's prediction
+(x0_hat, eps_hat) at timestep t to the previous timestep t_prev:
+
+    x_{t_prev} = coef_x0 * x0_hat + coef_eps * eps_hat + sigma * z,     z ~ N(0, I)
+
+DDPM and DDIM differ only in their coefficients, which are computed once, before the loop. The timesteps come from
+`timesteps()`, and each step's t_prev is read from that list (never derived from a stride); after the last model
+call the chain reaches t_prev = -1, clean data, with alpha_bar_{-1} = 1.
+
+Usage: x0 = ddim(denoise, torch.randn(16, 1, 28, 28, generator=g), schedule, steps=50, eta=0.0, generator=g)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, get_args
+
+import torch
+from torch import Tensor
+
+from .config import SAMPLER_NAMES, SPACINGS, Spacing
+from .schedules import NoiseSchedule
+
+Denoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+"""(x_t (B, C, H, W), t (B,) long) -> (x0_hat, eps_hat), each (B, C, H, W); guidance and clipping live in here."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a sampler reports after each step (the app streams these; GIFs are built from them)."""
+
+    index: int  # 0-based step number
+    num_steps: int
+    t: int  # timestep the model was evaluated at
+    t_prev: int  # timestep reached by this step (-1 = clean data)
+    x_t: Tensor  # (B, C, H, W) the input of this step
+    x0: Tensor  # (B, C, H, W) the model's prediction of the clean image at this step
+    x_prev: Tensor  # (B, C, H, W) the output of this step
+
+
+Callback = Callable[[StepInfo], None]
+
+
+def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
+    """The `steps` timesteps, increasing, a sampler evaluates the model at (Lin et al. 2024, arXiv:2305.08891, Table 2):
+
+    leading:  0, T/S, 2T/S, ...                  (DDIM paper; ends at 0, never reaches T-1 for S < T)
+    trailing: ..., T - 2T/S - 1, T - T/S - 1, T-1 (starts at pure noise T-1; its smallest is round(T/S) - 1)
+    linspace: round(linspace(0, T-1, S))         (both ends; improved-diffusion's "even" respacing)
+
+    Every spacing gives 0, 1, ..., T-1 for S = T; the chain always continues from the smallest to t = -1.
+    """
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= T:
+        raise ValueError(f"steps must be an integer in [1, {T}] (the model's number of diffusion steps), got {steps!r}")
+    if spacing == "leading":
+        ts = [i * (T // steps) for i in range(steps)]
+    elif spacing == "trailing":
+        ts = [round((steps - i) * T / steps) - 1 for i in range(steps)][::-1]
+    elif spacing == "linspace":
+        ts = [0] if steps == 1 else [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
+    assert all(b > a for a, b in zip(ts, ts[1:])) and 0 <= ts[0] and ts[-1] <= T - 1, ts
+    return ts
+
+
+def time_pairs(ts: list[int]) -> list[tuple[int, int]]:
+    """Increasing timesteps -> the (t, t_prev) pairs in sampling order, the last one (ts[0], -1)."""
+    return [(ts[i], ts[i - 1] if i > 0 else -1) for i in reversed(range(len(ts)))]
+
+
+@dataclass(frozen=True)
+class ReversePlan:
+    """Per-step constants of a sampler, in sampling order: x_prev = coef_x0 x0 + coef_eps eps + sigma z."""
+
+    name: str
+    pairs: list[tuple[int, int]]
+    coef_x0: list[float]
+    coef_eps: list[float]
+    sigma: list[float]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
+def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacing = "trailing") -> ReversePlan:
+    """Ancestral sampling from the posterior q(x_{t_prev} | x_t, x0_hat) of the schedule respaced to the kept
+    timesteps (`NoiseSchedule.respace`); steps=None or T is the original DDPM chain.
+
+    Ho et al. eq. 7 with the respaced beta'_i: mean = coef1_i x0 + coef2_i x_t, variance = beta~_i (the "fixed small"
+    choice, sigma^2 = beta~). Substituting x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps gives
+    coef_x0 = coef1 + coef2 sqrt(alpha_bar_t), coef_eps = coef2 sqrt(1 - alpha_bar_t).
+    """
+    T = schedule.num_timesteps
+    ts = timesteps(T, T if steps is None else steps, spacing)
+    respaced = schedule.respace(ts)  # index i of `respaced` is original timestep ts[i]
+    coef_x0, coef_eps, sigma = [], [], []
+    for i in reversed(range(len(ts))):
+        c1 = float(respaced.posterior_mean_coef1[i])
+        c2 = float(respaced.posterior_mean_coef2[i])
+        coef_x0.append(c1 + c2 * float(respaced.sqrt_alphas_cumprod[i]))
+        coef_eps.append(c2 * float(respaced.sqrt_one_minus_alphas_cumprod[i]))
+        sigma.append(math.sqrt(float(respaced.posterior_variance[i])))
+    return ReversePlan("ddpm", time_pairs(ts), coef_x0, coef_eps, sigma)
+
+
+def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trailing", eta: float = 0.0) -> ReversePlan:
+    """DDIM, Song et al. eq. 12 with sigma from eq. 16:
+
+    x_{t_prev} = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z,
+    sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev).
+
+    eta = 0 is deterministic; eta = 1 has the DDPM posterior variance (equal to `ddpm_plan` on the same timesteps).
+    """
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
+    ts = timesteps(schedule.num_timesteps, steps, spacing)
+    ab = schedule.alphas_cumprod.to(torch.float64)
+    coef_x0, coef_eps, sigma = [], [], []
+    for t, t_prev in time_pairs(ts):
+        # 1. alpha_bar at the current and the previous timestep (alpha_bar_{-1} = 1: clean data)
+        ab_t, ab_prev = float(ab[t]), (float(ab[t_prev]) if t_prev >= 0 else 1.0)
+        # 2. sigma_t, eq. 16
+        s = eta * math.sqrt((1 - ab_prev) / (1 - ab_t)) * math.sqrt(1 - ab_t / ab_prev)
+        # 3. "predicted x0" and "direction pointing to x_t" weights of eq. 12
+        coef_x0.append(math.sqrt(ab_prev))
+        coef_eps.append(math.sqrt(max(1 - ab_prev - s * s, 0.0)))
+        sigma.append(s)
+    return ReversePlan("ddim", time_pairs(ts), coef_x0, coef_eps, sigma)
+
+
+def iter_sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *,
+                generator: torch.Generator | None = None) -> Iterator[StepInfo]:
+    """The one sampling loop, one StepInfo per step (so callers can interleave or stream samplers).
+    x_T: (B, C, H, W) starting noise; the last StepInfo's x_prev is the sample, in model range."""
+    B = x_T.shape[0]
+    x = x_T
+    t_batches = [torch.full((B,), t, dtype=torch.long, device=x.device) for t, _ in plan.pairs]
+    noise_device = generator.device if generator is not None else x.device
+    for i, (t, t_prev) in enumerate(plan.pairs):
+        x0, eps = denoise(x, t_batches[i])
+        x_prev = plan.coef_x0[i] * x0 + plan.coef_eps[i] * eps
+        if plan.sigma[i] > 0:
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=noise_device)
+            x_prev = x_prev + plan.sigma[i] * z.to(x.device)
+        yield StepInfo(i, len(plan), t, t_prev, x, x0, x_prev)
+        x = x_prev
+
+
+def sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *, generator: torch.Generator | None = None,
+           callback: Callback | None = None) -> Tensor:
+    """Run `iter_sample` to the end, calling callback(StepInfo) after each step; returns x (B, C, H, W)."""
+    x = x_T
+    for info in iter_sample(denoise, x_T, plan, generator=generator):
+        if callback is not None:
+            callback(info)
+        x = info.x_prev
+    return x
+
+
+def ddpm(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int | None = None,
+         spacing: Spacing = "trailing", generator: torch.Generator | None = None,
+         callback: Callback | None = None) -> Tensor:
+    """DDPM ancestral sampling over all T steps, or `steps` respaced ones."""
+    return sample(denoise, x_T, ddpm_plan(schedule, steps, spacing), generator=generator, callback=callback)
+
+
+def ddim(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int = 50, eta: float = 0.0,
+         spacing: Spacing = "trailing", generator: torch.Generator | None = None,
+         callback: Callback | None = None) -> Tensor:
+    """DDIM with `steps` steps and stochasticity `eta`."""
+    return sample(denoise, x_T, ddim_plan(schedule, steps, spacing, eta), generator=generator, callback=callback)
+
+
+def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacing = "trailing",
+              eta: float = 0.0) -> ReversePlan:
+    """The plan of a named sampler (eta applies to DDIM only)."""
+    if sampler == "ddpm":
+        return ddpm_plan(schedule, steps, spacing)
+    if sampler == "ddim":
+        return ddim_plan(schedule, steps, spacing, eta)
+    raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLER_NAMES}")
+
+
+assert set(get_args(Spacing)) == set(SPACINGS)

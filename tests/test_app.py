@@ -1,0 +1,167 @@
+"""The running app, driven over HTTP by gradio_client (as any API user would) and by a real headless browser."""
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app import build_demo
+from diffusion.registry import ModelRegistry
+
+from .conftest import make_checkpoints
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+CONTEXT = ["class", "class 1", "class 2", 0.5]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = make_checkpoints(tmp_path_factory.mktemp("app") / "checkpoints")
+    demo = build_demo(ModelRegistry(root, precision="fp32"))
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    try:
+        yield demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.local_url, verbose=False)
+
+
+def generate(client, **overrides):
+    args = dict(model="tiny", sampler="ddim", steps=5, eta=0.0, guidance_scale=2.0, seed=3, random_seed=False,
+                num_images=4, class_mode="class", class_a="class 1", class_b="class 2", mix=0.5)
+    args.update(overrides)
+    return client.predict(*args.values(), api_name="/generate")
+
+
+def test_endpoints_are_named(client):
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/generate", "/compare", "/forward", "/select_model", "/load_model"} <= names
+
+
+def test_generate_over_http(client):
+    live, status, final, png, gif, seed = generate(client)
+    assert "DDIM · 5 steps" in status and seed == 3
+    assert Image.open(final).size == Image.open(live).size[::1] or Image.open(final).size[0] > 16
+    assert Image.open(png).format == "PNG" and Image.open(gif).n_frames == 5
+    again = generate(client)
+    assert np.array_equal(np.asarray(Image.open(again[2])), np.asarray(Image.open(final)))  # same seed, same image
+
+
+def test_generate_streams_every_step(client):
+    job = client.submit("tiny", "ddim", 5, 0.0, 2.0, 3, False, 2, *CONTEXT, api_name="/generate")
+    outputs = job.outputs() if job.result() else []
+    assert len(outputs) == 5 and "step 1/5" in outputs[0][1]
+
+
+def test_compare_over_http(client):
+    ddim, ddpm, ddim_status, ddpm_status, readout, strip = client.predict(
+        "tiny", 50, 10, 0.0, 2.0, 0, False, 2, *CONTEXT, api_name="/compare")
+    assert "DDIM took" in readout and "x faster" in readout
+    assert "step 10/10" in ddim_status and "step 50/50" in ddpm_status
+    assert len(strip) == 4 and strip[0]["caption"].startswith("DDIM 5 steps")
+
+
+def test_forward_over_http(client, tmp_path):
+    x0, xt, px0, noise, info, gif = client.predict("tiny", "class 2 #1", None, 25, 0, api_name="/forward")
+    assert "t = 25 of 50" in info and Image.open(gif).n_frames == 40
+    upload = tmp_path / "mine.png"
+    Image.fromarray(np.full((30, 30), 200, np.uint8)).save(upload)
+    *_, info, _ = client.predict("tiny", None, handle_file(str(upload)), 10, 0, api_name="/forward")
+    assert "no class context" in info
+
+
+def test_select_model_over_http(client):
+    info, class_a, *_ = client.predict("tiny", api_name="/select_model")
+    assert "3 classes" in info
+
+
+BAD_GENERATE = [
+    (dict(steps=0), "steps must be an integer from 1 to 50|less than minimum"),
+    (dict(steps=10**9), "greater than maximum"),
+    (dict(class_a="unicorn"), "class must be one of"),
+    (dict(num_images=1000), "greater than maximum"),
+    (dict(sampler="euler"), "not in the list of choices"),
+    (dict(model="../../etc/passwd"), "unknown model"),
+    (dict(model="https://example.com/evil"), "unknown model"),
+    (dict(seed=-1), "less than minimum"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_GENERATE)
+def test_bad_input_errors_and_server_survives(client, bad, message):
+    with pytest.raises(AppError, match=message):
+        generate(client, **bad)
+    assert "DDIM · 5 steps" in generate(client)[1]  # still serving normal requests
+
+
+def raw_call(url: str, api: str, body: str) -> str:
+    """POST a raw JSON text (which may hold NaN/Infinity, which JSON clients cannot send) and read the event stream."""
+    import httpx
+
+    r = httpx.post(f"{url.rstrip('/')}/gradio_api/call/{api}", content=body,
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    if r.status_code != 200:
+        return f"HTTP {r.status_code}: {r.text}"
+    event_id = r.json()["event_id"]
+    return httpx.get(f"{url.rstrip('/')}/gradio_api/call/{api}/{event_id}", timeout=60).text
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e309"])
+def test_non_finite_numbers_over_raw_http(server, client, value):
+    body = ('{"data": ["tiny", "ddim", 5, 0.0, %s, 3, false, 2, "class", "class 1", "class 2", 0.5]}' % value)
+    text = raw_call(server.local_url, "generate", body)
+    assert "event: error" in text or "HTTP 4" in text
+    assert "DDIM · 5 steps" in generate(client)[1]
+
+
+def test_bad_upload_is_refused(client, tmp_path):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"definitely not a png")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict("tiny", None, handle_file(str(junk)), 10, 0, api_name="/forward")
+
+
+def test_offline_hub_model_is_explained(client):
+    with pytest.raises(AppError, match="offline|cannot download|not found"):
+        client.predict("someone/not-cached", api_name="/load_model")
+
+
+def chromium_path():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_browser_generate_shows_the_result(server):
+    """Headless Chromium opens the page, clicks Generate and sees the result image; the screenshot is saved in
+    artifacts/. Needs Debian's chromium (installed by .ci/run) and the playwright package."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("no chromium on this machine: apt-get install -y chromium")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(server.local_url, wait_until="networkidle")
+            page.get_by_role("button", name="Generate", exact=True).click()
+            result = page.locator("[data-testid='image'] img, .image-container img").last
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img')].some(i => i.src.includes('.png') && i.naturalWidth > 50)",
+                timeout=60_000)
+            page.get_by_text("DDIM · ").first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "browser-generate.png"), full_page=True)
+            assert result.count() >= 1
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "browser-generate.png").stat().st_size > 10_000

@@ -1,0 +1,83 @@
+"""The evaluator: Frechet distance, the data set classifier, and the evaluation table."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion import Pipeline
+from diffusion.classifier import load_classifier, save_classifier, train_classifier
+from diffusion.data import load_dataset
+from diffusion.evaluate import SamplerSetting, balanced_subset, evaluate, frechet_distance, main as evaluate_main
+
+
+def test_frechet_distance_properties():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 8, generator=g)
+    assert abs(frechet_distance(a, a)) < 1e-8
+    shifted = a + 2.0
+    assert frechet_distance(a, shifted) == pytest.approx(8 * 4.0, rel=1e-6)  # only the means differ
+    b = torch.randn(500, 8, generator=g) * 3
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    linalg = pytest.importorskip("scipy.linalg")
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(300, 6, generator=g) @ torch.randn(6, 6, generator=g)
+    b = torch.randn(300, 6, generator=g) @ torch.randn(6, 6, generator=g) + 0.5
+    ca, cb = np.cov(a.numpy().T), np.cov(b.numpy().T)
+    covmean = linalg.sqrtm(ca @ cb).real
+    ref = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(ca + cb - 2 * covmean)
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory):
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    model = train_classifier(train, test, epochs=4, batch_size=64, width=16, log=lambda m: None)
+    directory = save_classifier(tmp_path_factory.mktemp("clf") / "digits", model)
+    return directory
+
+
+def test_classifier_beats_chance_by_far_on_real_data(digits_classifier):
+    clf = load_classifier(digits_classifier)
+    assert clf.config.test_accuracy > 0.85  # chance is 0.1
+    train = load_dataset("digits", "train")
+    images, labels = balanced_subset(train, 20, seed=0)
+    assert torch.bincount(labels).tolist() == [20] * 10
+
+
+def test_evaluation_table(digits_classifier, tmp_path):
+    # A 10-class 16x16 model on digits (random weights) gives a real, if poor, table.
+    from diffusion.checkpoint import save_model_dir
+    from diffusion.unet import UNet
+
+    from .conftest import randomised, tiny_config
+
+    config = tiny_config(num_classes=10)
+    config.class_names = [str(i) for i in range(10)]
+    model_dir = save_model_dir(tmp_path / "m", config, randomised(UNet(config.unet)).state_dict())
+    pipe = Pipeline.from_pretrained(model_dir, precision="fp32")
+    clf = load_classifier(digits_classifier)
+    results = evaluate(pipe, clf, [SamplerSetting("ddim", 3), SamplerSetting("ddpm", 4)], [1.0, 2.0], per_class=5,
+                       batch_size=25, log=lambda m: None)
+    assert results["floor"]["frechet_distance"] > 0 and results["floor"]["real_test_accuracy"] > 0.7
+    rows = results["rows"]
+    assert [(r["sampler"], r["steps"], r["guidance_scale"]) for r in rows] == [
+        ("ddim", 3, 1.0), ("ddim", 3, 2.0), ("ddpm", 4, 1.0), ("ddpm", 4, 2.0)]
+    for r in rows:  # random weights: far from real data, at chance-level accuracy
+        assert r["fd_ratio"] > 2 and 0 <= r["accuracy"] <= 0.5 and r["seconds_per_image"] > 0
+    out = tmp_path / "eval.json"
+    assert evaluate_main(["--model", str(model_dir), "--classifier", str(digits_classifier), "--samplers", "ddim:2",
+                          "--per-class", "3", "--out", str(out), "--save-to-model"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["steps"] == 2 and (model_dir / "evaluation.json").exists()
+
+
+def test_sampler_setting_parsing():
+    assert SamplerSetting.parse("ddim:50:1") == SamplerSetting("ddim", 50, 1.0)
+    assert SamplerSetting.parse("ddpm:1000").label == "DDPM 1000"
+    with pytest.raises(ValueError, match="expected ddim:STEPS"):
+        SamplerSetting.parse("euler:10")

@@ -1,0 +1,153 @@
+"""The app's handler functions, called directly: shapes, determinism, timings, bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffusion import lab
+from diffusion.lab import InputError, Limits
+from diffusion.registry import ModelRegistry
+
+GOOD = dict(model="tiny", sampler="ddim", steps=5, eta=0.0, guidance_scale=2.0, seed=1, random_seed=False,
+            num_images=4, class_mode="class", class_a="class 1", class_b="class 2", mix=0.5)
+
+
+@pytest.fixture
+def registry(checkpoints):
+    return ModelRegistry(checkpoints, precision="fp32")
+
+
+def test_generate_streams_and_finishes(registry):
+    updates = list(lab.generate_stream(registry, **GOOD))
+    assert len(updates) == 5  # one live frame per step, the last with the results
+    assert all(u.final is None for u in updates[:-1])
+    last = updates[-1]
+    assert last.final.dtype == np.uint8 and last.final.ndim == 3 and last.seed == 1
+    assert "5 steps" in last.status and "steps/s" in last.status
+    assert Image.open(last.png_path).size[0] > 16
+    gif = Image.open(last.gif_path)
+    assert gif.n_frames == 5
+    again = list(lab.generate_stream(registry, **GOOD))[-1]
+    assert np.array_equal(again.final, last.final)  # fixed seed -> same images
+
+
+def test_random_seed_is_reported(registry):
+    a = list(lab.generate_stream(registry, **{**GOOD, "random_seed": True}))[-1]
+    assert f"seed {a.seed}" in a.status
+    fixed = list(lab.generate_stream(registry, **{**GOOD, "seed": a.seed}))[-1]
+    assert np.array_equal(fixed.final, a.final)  # the reported seed reproduces the random result
+
+
+def test_class_panel_modes(registry):
+    pipe = registry.get("tiny")
+    assert lab.class_context(pipe, "class", "class 2", "class 0", 0.3) == [0.0, 0.0, 1.0]
+    assert lab.class_context(pipe, "mix", "class 2", "class 0", 0.25) == [0.25, 0.0, 0.75]
+    assert lab.class_context(pipe, "none", None, None, None) == [0.0, 0.0, 0.0]
+    mixed = list(lab.generate_stream(registry, **{**GOOD, "class_mode": "mix"}))[-1]
+    plain = list(lab.generate_stream(registry, **GOOD))[-1]
+    assert not np.array_equal(mixed.final, plain.final)
+
+
+def test_ddpm_with_fewer_steps(registry):
+    last = list(lab.generate_stream(registry, **{**GOOD, "sampler": "ddpm", "steps": 10}))[-1]
+    assert "DDPM · 10 steps" in last.status
+
+
+def test_compare_races_from_the_same_noise(registry):
+    updates = list(lab.compare_stream(registry, "tiny", 50, 5, 0.0, 2.0, 3, False, 2, "class", "class 0",
+                                      "class 1", 0.5))
+    last = updates[-1]
+    assert "DDIM took" in last.readout and "x faster" in last.readout
+    assert "step 5/5" in last.ddim_status and "step 50/50" in last.ddpm_status
+    assert 0 < last.ddim_seconds < last.ddpm_seconds
+    assert f"{last.ddpm_seconds / last.ddim_seconds:.1f}x faster" in last.readout
+    assert [caption.split(" steps")[0] for _, caption in last.strip] == ["DDIM 5", "DDIM 10", "DDIM 20", "DDIM 50"]
+    # DDIM finishes first in the race: when it is done, DDPM is still running.
+    first_done = next(u for u in updates if "✓" in u.ddim_status)
+    assert "✓" not in first_done.ddpm_status
+    # the strip's 5-step result is the DDIM result of the race's noise with 5 steps
+    pipe = registry.get("tiny")
+    x_T = pipe.noise(2, seed=3)
+    again = pipe.generate([[1.0, 0, 0]] * 2, sampler="ddim", steps=5, guidance_scale=2.0, seed=3, x_T=x_T)
+    assert np.array_equal(last.strip[0][0], lab.grid_array(again, Limits().display_size // 2))
+
+
+def test_forward_process(registry):
+    pipe = registry.get("tiny")
+    examples = lab.example_choices(pipe)
+    assert examples[0] == "class 0 #0" and len(examples) == 6
+    r = lab.forward_process(registry, "tiny", examples[2], None, 0, 0)
+    assert "t = 0 of 50" in r.info and "class context: class 1" in r.info
+    clean_vs_t0 = np.abs(r.x0.astype(int) - r.x_t.astype(int)).mean()
+    r_late = lab.forward_process(registry, "tiny", examples[2], None, 49, 0)
+    assert clean_vs_t0 < np.abs(r_late.x0.astype(int) - r_late.x_t.astype(int)).mean()
+    assert Image.open(r.gif_path).n_frames == 40
+
+
+def test_forward_with_upload(registry, tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
+    r = lab.forward_process(registry, "tiny", None, str(path), 10, 0)
+    assert "no class context" in r.info
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(steps=0), "steps must be an integer from 1 to 50"),
+    (dict(steps=10**9), "steps must be an integer from 1 to 50"),
+    (dict(steps=2.5), "steps must be an integer"),
+    (dict(guidance_scale=math.nan), "guidance scale must be a number from 0 to 20"),
+    (dict(guidance_scale=math.inf), "guidance scale"),
+    (dict(eta=-0.1), "eta must be a number from 0 to 1"),
+    (dict(class_a="unicorn"), "class must be one of class 0, class 1, class 2"),
+    (dict(class_mode="mix", class_b=None), "second class must be one of"),
+    (dict(class_mode="all"), "class mode must be one of class, mix, none"),
+    (dict(num_images=10**6), "number of images must be an integer from 1 to 16"),
+    (dict(sampler="euler"), "sampler must be one of ddim, ddpm"),
+    (dict(seed=-5), "seed must be an integer from 0"),
+    (dict(seed="12"), "seed must be an integer"),
+    (dict(model="../../etc/passwd"), "unknown model"),
+    (dict(model="x" * 500), "model name too long"),
+    (dict(model=""), "choose a model"),
+    (dict(num_images=16, sampler="ddpm", steps=50, mix=0.5), None),
+])
+def test_bad_input_gets_a_clear_error(registry, bad, message):
+    args = {**GOOD, **bad}
+    if message is None:  # within limits: runs
+        assert list(lab.generate_stream(registry, **args))[-1].final is not None
+        return
+    with pytest.raises(InputError, match=message):
+        list(lab.generate_stream(registry, **args))
+
+
+def test_work_cap(checkpoints):
+    registry = ModelRegistry(checkpoints, precision="fp32")
+    with pytest.raises(InputError, match="too much work"):
+        list(lab.generate_stream(registry, **{**GOOD, "steps": 50, "num_images": 16}, limits=Limits(max_work=100)))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not an image at all", "not an image"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not an image"),
+])
+def test_bad_uploads(registry, tmp_path, content, message):
+    path = tmp_path / "upload.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        lab.forward_process(registry, "tiny", None, str(path), 10, 0)
+
+
+def test_oversized_upload(registry, tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("L", (3000, 3000)).save(big)
+    with pytest.raises(InputError, match="at most 1000000 pixels"):
+        lab.forward_process(registry, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_pixels=10**6))
+    with pytest.raises(InputError, match="at most 0 MB"):
+        lab.forward_process(registry, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_bytes=10))
+
+
+def test_model_info(registry):
+    pipe = registry.get("tiny")
+    assert "3 classes" in lab.model_summary(pipe)
+    assert lab.evaluation_rows(pipe) == []

@@ -1,0 +1,203 @@
+"""Pipeline, checkpoints, guidance, Hub loading and the sampling CLI."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from diffusion import Pipeline
+from diffusion.checkpoint import CheckpointError, load_model_dir, resolve_model_dir
+from diffusion.guidance import make_denoiser
+from diffusion.sample import main as sample_main
+
+
+def test_generate_shapes_range_and_determinism(tiny_model_dir):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    a = pipe.generate([0, 1, 2], seed=3)
+    assert a.shape == (3, 1, 16, 16) and a.dtype == torch.float32
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, pipe.generate([0, 1, 2], seed=3))
+    assert not torch.equal(a, pipe.generate([0, 1, 2], seed=4))
+    ddpm = pipe.generate([0, 1], sampler="ddpm", steps=10, seed=3)
+    assert torch.equal(ddpm, pipe.generate([0, 1], sampler="ddpm", steps=10, seed=3))
+
+
+def test_same_noise_for_ddpm_and_ddim(tiny_model_dir):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    x_T = pipe.noise(2, seed=7)
+    seen = {}
+    for sampler in ("ddim", "ddpm"):
+        first = []
+        pipe.generate([0, 1], sampler=sampler, steps=5, x_T=x_T, seed=1, callback=first.append)
+        seen[sampler] = first[0].x_t
+    assert torch.equal(seen["ddim"], x_T) and torch.equal(seen["ddpm"], x_T)
+
+
+def test_labels_and_context_vectors(tiny_model_dir):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    torch.testing.assert_close(pipe.context([2, None, -1]), torch.tensor([[0, 0, 1.0], [0, 0, 0], [0, 0, 0]]))
+    by_index = pipe.generate([1], seed=0)
+    by_vector = pipe.generate([[0.0, 1.0, 0.0]], seed=0)
+    assert torch.equal(by_index, by_vector)  # a one-hot context is the class index
+    mixed = pipe.generate([[0.5, 0.5, 0.0]], seed=0)
+    assert not torch.equal(mixed, by_index)
+    for bad, message in [([3], "out of range"), ([[1.0, 0.0]], r"\(N, 3\)"), ([[float("nan"), 0, 0]], "finite"),
+                         ([], r"\(N, 3\)")]:
+        with pytest.raises(ValueError, match=message):
+            pipe.generate(bad, seed=0)
+    with pytest.raises(ValueError, match=r"\[1, 50\]"):
+        pipe.generate([0], steps=0)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe.generate([0], guidance_scale=float("nan"))
+
+
+def test_guidance_batches_both_passes_and_mixes_them(tiny_model_dir):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    ctx = pipe.context([0, 2])
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([30, 30])
+
+    def x0_of(w, context):
+        return make_denoiser(pipe.model, pipe.schedule, context, guidance_scale=w, clip_x0=False)(x, t)[0]
+
+    cond, uncond = x0_of(1.0, ctx), x0_of(1.0, torch.zeros_like(ctx))
+    torch.testing.assert_close(x0_of(0.0, ctx), uncond)  # w = 0: unconditional
+    torch.testing.assert_close(x0_of(3.0, ctx), uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    x0_of(3.0, ctx)
+    hook.remove()
+    assert calls == [4]  # conditional and unconditional in one batch of 2B
+
+
+def test_bf16_agrees_with_fp32(tiny_model_dir):
+    fp32 = Pipeline.from_pretrained(tiny_model_dir, precision="fp32").generate([0, 1, 2], steps=5, seed=0)
+    bf16 = Pipeline.from_pretrained(tiny_model_dir, precision="bf16").generate([0, 1, 2], steps=5, seed=0)
+    assert float((fp32 - bf16).abs().mean()) < 0.02
+
+
+def test_save_load_round_trip_is_bit_identical(tiny_model_dir, tmp_path):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    copy_dir = pipe.save_pretrained(tmp_path / "copy")
+    assert sorted(p.name for p in copy_dir.iterdir()) == ["config.json", "model.safetensors"]
+    again = Pipeline.from_pretrained(copy_dir, precision="fp32")
+    assert again.config == pipe.config
+    assert torch.equal(pipe.generate([0, 2], seed=1), again.generate([0, 2], seed=1))
+
+
+def corrupt(directory, how):
+    weights, config = directory / "model.safetensors", directory / "config.json"
+    if how == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "garbage":
+        weights.write_bytes(b"\x00" * 64)
+    elif how == "pickle":
+        torch.save({"x": torch.zeros(1)}, weights)
+    elif how == "missing weights":
+        weights.unlink()
+    elif how == "missing config":
+        config.unlink()
+    elif how == "bad json":
+        config.write_text("{not json")
+    elif how == "unknown architecture":
+        data = json.loads(config.read_text())
+        config.write_text(json.dumps({**data, "architecture": "transformer"}))
+    elif how == "unknown key":
+        data = json.loads(config.read_text())
+        config.write_text(json.dumps({**data, "colour": "red"}))
+    elif how == "wrong shape":
+        state = load_file(weights)
+        state["stem.weight"] = torch.zeros(3, 3, 3, 3)
+        save_file(state, weights)
+    elif how == "missing tensor":
+        state = load_file(weights)
+        del state["stem.bias"]
+        save_file(state, weights)
+    elif how == "mismatched config":
+        data = json.loads(config.read_text())
+        data["unet"]["base_channels"] = 16
+        config.write_text(json.dumps(data))
+    elif how == "nan weights":
+        state = load_file(weights)
+        state["stem.bias"][0] = float("nan")
+        save_file(state, weights)
+
+
+@pytest.mark.parametrize("how, file, message", [
+    ("truncated", "model.safetensors", "truncated or corrupted"),
+    ("garbage", "model.safetensors", "truncated or corrupted"),
+    ("pickle", "model.safetensors", "truncated or corrupted"),
+    ("missing weights", "model.safetensors", "missing"),
+    ("missing config", "config.json", "missing"),
+    ("bad json", "config.json", "not valid JSON"),
+    ("unknown architecture", "config.json", "unknown architecture 'transformer'"),
+    ("unknown key", "config.json", "unknown keys \\['colour'\\]"),
+    ("wrong shape", "model.safetensors", "shapes do not match.*stem.weight"),
+    ("missing tensor", "model.safetensors", "missing \\['stem.bias'\\]"),
+    ("mismatched config", "model.safetensors", "do not match config.json"),
+    ("nan weights", "model.safetensors", "non-finite"),
+])
+def test_bad_checkpoints_are_refused_with_the_file_named(tiny_model_dir, how, file, message):
+    corrupt(tiny_model_dir, how)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model_dir(tiny_model_dir)
+    assert file in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "https://evil.example/x", "a/b/c", "owner/..", "", " ", "/abs/path"])
+def test_non_repo_ids_are_refused(name):
+    with pytest.raises(CheckpointError, match="neither a local model directory nor|empty model name"):
+        resolve_model_dir(name)
+
+
+def test_hub_download_path(tiny_model_dir, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        calls.append((repo_id, revision, allow_patterns))
+        return str(tiny_model_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    pipe = Pipeline.from_pretrained("someone/ddpm-tiny")
+    assert calls[0][0] == "someone/ddpm-tiny" and "model.safetensors" in calls[0][2]
+    assert pipe.generate([0], seed=0).shape == (1, 1, 16, 16)
+
+
+def test_hub_offline_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError, match="offline and not in the local cache|cannot download"):
+        Pipeline.from_pretrained("nobody/not-cached-model")
+
+
+def test_hub_cache_is_used_offline(tiny_model_dir, tmp_path, monkeypatch):
+    """A repo already in the local Hugging Face cache loads offline through the real snapshot_download."""
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--cached" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    for f in tiny_model_dir.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (cache / "models--someone--cached" / "refs").mkdir()
+    (cache / "models--someone--cached" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    pipe = Pipeline.from_pretrained("someone/cached")
+    assert pipe.class_names == ["class 0", "class 1", "class 2"]
+
+
+def test_sample_cli_writes_the_documented_npz(tiny_model_dir, tmp_path):
+    args = ["--model", str(tiny_model_dir), "--sampler", "ddim", "--steps", "4", "--eta", "0", "--guidance-scale", "2",
+            "--per-class", "3", "--seed", "0", "--precision", "fp32"]
+    assert sample_main(args + ["--out", str(tmp_path / "a.npz"), "--grid", str(tmp_path / "grid.png")]) == 0
+    assert sample_main(args + ["--out", str(tmp_path / "b.npz")]) == 0
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["images"].shape == (9, 16, 16, 1) and a["images"].dtype == np.uint8
+    assert a["labels"].dtype == np.int64 and a["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert np.array_equal(a["images"], b["images"])  # same seed, same arguments -> identical output
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert sample_main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c.npz")]) == 2

@@ -1,0 +1,183 @@
+"""Samplers: timestep spacings, plans, determinism, and agreement with diffusers' schedulers as a reference."""
+
+import math
+
+import pytest
+import torch
+
+from diffusion.samplers import ddim, ddim_plan, ddpm, ddpm_plan, make_plan, sample, time_pairs, timesteps
+from diffusion.schedules import NoiseSchedule
+
+
+def dummy_denoiser(schedule, prediction_type="epsilon"):
+    """A fixed 'network' x * t / (t + 1) (no training needed), read as epsilon or v."""
+    def denoise(x_t, t):
+        out = 0.5 * x_t * (t / (t + 1.0))[:, None, None, None]
+        return schedule.split_prediction(x_t, t, out, prediction_type)
+    return denoise
+
+
+def test_spacings_visit_the_right_timesteps():
+    assert timesteps(1000, 10, "leading") == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900]
+    assert timesteps(1000, 10, "trailing") == [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]
+    assert timesteps(1000, 10, "linspace") == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+    assert timesteps(1000, 1, "trailing") == [999]  # one step starts from pure noise
+    for spacing in ("leading", "trailing", "linspace"):
+        assert timesteps(50, 50, spacing) == list(range(50))
+        for steps in (1, 3, 7, 20, 333, 999):
+            ts = timesteps(1000, steps, spacing)
+            assert len(ts) == steps and len(set(ts)) == steps and 0 <= ts[0] and ts[-1] <= 999
+    with pytest.raises(ValueError, match=r"\[1, 1000\]"):
+        timesteps(1000, 0)
+    with pytest.raises(ValueError, match=r"\[1, 1000\]"):
+        timesteps(1000, 10**9)
+    with pytest.raises(ValueError, match="spacing"):
+        timesteps(1000, 10, "uniform")
+
+
+def test_previous_timestep_is_read_from_the_sequence():
+    ts = timesteps(1000, 7, "linspace")  # non-uniform gaps: a fixed stride would be wrong
+    pairs = time_pairs(ts)
+    assert pairs[0][0] == 999 and pairs[-1] == (0, -1)
+    assert [p for p, _ in pairs[1:]] == [prev for _, prev in pairs[:-1]]
+    assert time_pairs(timesteps(1000, 10, "trailing"))[-1] == (99, -1)  # then straight to clean data
+
+
+def test_ddim_coefficients_follow_eq_12():
+    s = NoiseSchedule.from_name("cosine", 1000)
+    plan = ddim_plan(s, 7, "linspace", eta=0.3)
+    ab = s.alphas_cumprod.double()
+    for (t, t_prev), cx, ce, sg in zip(plan.pairs, plan.coef_x0, plan.coef_eps, plan.sigma):
+        ab_prev = float(ab[t_prev]) if t_prev >= 0 else 1.0
+        sigma = 0.3 * math.sqrt((1 - ab_prev) / (1 - ab[t]) * (1 - ab[t] / ab_prev))
+        assert cx == pytest.approx(math.sqrt(ab_prev)) and sg == pytest.approx(sigma)
+        assert ce == pytest.approx(math.sqrt(1 - ab_prev - sigma ** 2))
+    assert plan.sigma[-1] == 0.0  # no noise is added on the final step to clean data
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_respaced_ddpm_equals_ddim_eta_1(spacing):
+    # DDPM on the respaced schedule and DDIM with eta = 1 share the posterior q(x_prev | x_t, x0) (Song et al. sec 4.1).
+    s = NoiseSchedule.from_name("linear", 1000)
+    a, b = ddpm_plan(s, 50, spacing), ddim_plan(s, 50, spacing, eta=1.0)
+    assert a.pairs == b.pairs
+    for field in ("coef_x0", "coef_eps", "sigma"):
+        assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-4, abs=1e-6)
+
+
+def test_full_ddpm_uses_the_original_posterior():
+    s = NoiseSchedule.from_name("linear", 1000)
+    plan = ddpm_plan(s)
+    assert len(plan) == 1000 and plan.pairs[0] == (999, 998)
+    assert plan.sigma[0] ** 2 == pytest.approx(float(s.posterior_variance[999]), rel=1e-5)
+    assert plan.sigma[-1] == 0.0
+
+
+def test_respaced_ddpm_uses_respaced_betas():
+    s = NoiseSchedule.from_name("linear", 1000)
+    plan = ddpm_plan(s, 10, "trailing")
+    ab = s.alphas_cumprod.double()
+    t, t_prev = plan.pairs[0]
+    beta = 1 - ab[t] / ab[t_prev]  # beta'_i = 1 - alpha_bar_t / alpha_bar_prev, not beta_t
+    assert plan.sigma[0] ** 2 == pytest.approx(float(beta * (1 - ab[t_prev]) / (1 - ab[t])), rel=1e-5)
+    assert float(beta) > 40 * float(s.betas[t])  # far larger than the skipped-step beta_t
+
+
+def test_shapes_determinism_and_callback():
+    s = NoiseSchedule.from_name("cosine", 100)
+    denoise = dummy_denoiser(s, "v")
+    x_T = torch.randn(3, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    seen = []
+    out = ddpm(denoise, x_T, s, steps=10, generator=torch.Generator().manual_seed(1), callback=seen.append)
+    again = ddpm(denoise, x_T, s, steps=10, generator=torch.Generator().manual_seed(1))
+    other = ddpm(denoise, x_T, s, steps=10, generator=torch.Generator().manual_seed(2))
+    assert out.shape == x_T.shape and torch.equal(out, again) and not torch.allclose(out, other)
+    assert [i.index for i in seen] == list(range(10)) and seen[-1].t_prev == -1
+    assert seen[0].t == 99 and torch.equal(seen[0].x_t, x_T) and seen[-1].x0.shape == x_T.shape
+    # DDIM with eta = 0 never draws noise: the generator does not matter.
+    d1 = ddim(denoise, x_T, s, steps=10, eta=0.0, generator=torch.Generator().manual_seed(1))
+    d2 = ddim(denoise, x_T, s, steps=10, eta=0.0, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(d1, d2)
+    with pytest.raises(ValueError, match="eta"):
+        make_plan("ddim", s, 10, eta=1.5)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_plan("euler", s, 10)
+
+
+# ---- agreement with diffusers (an independent implementation) -----------------------------------------------------
+
+diffusers = pytest.importorskip("diffusers")
+
+
+def run_diffusers(scheduler, model_fn, x_T, steps, generator, **step_kwargs):
+    scheduler.set_timesteps(steps)
+    x = x_T.clone()
+    trajectory = []
+    for t in scheduler.timesteps:
+        out = model_fn(x, torch.full((x.shape[0],), int(t)))
+        x = scheduler.step(out, int(t), x, generator=generator, **step_kwargs).prev_sample
+        trajectory.append(x)
+    return [int(t) for t in scheduler.timesteps], trajectory
+
+
+def raw_model(x, t):
+    return 0.5 * x * (t / (t + 1.0))[:, None, None, None]
+
+
+def ours(plan, schedule, prediction_type, x_T, generator):
+    trajectory = []
+    def denoise(x_t, t):
+        return schedule.split_prediction(x_t, t, raw_model(x_t, t), prediction_type)
+    sample(denoise, x_T, plan, generator=generator, callback=lambda s: trajectory.append(s.x_prev))
+    return [t for t, _ in plan.pairs], trajectory
+
+
+SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v"])
+@pytest.mark.parametrize("spacing, steps", [("leading", 20), ("trailing", 20), ("trailing", 8), ("leading", 1000)])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_matches_diffusers(schedule, prediction_type, spacing, steps, eta):
+    s = NoiseSchedule.from_name(schedule, 1000)
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule=SCHEDULES[schedule], clip_sample=False,
+                                  set_alpha_to_one=True, steps_offset=0, timestep_spacing=spacing,
+                                  prediction_type="epsilon" if prediction_type == "epsilon" else "v_prediction")
+    x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    ts_ref, traj_ref = run_diffusers(ref, raw_model, x_T, steps, torch.Generator().manual_seed(5), eta=eta)
+    ts, traj = ours(ddim_plan(s, steps, spacing, eta), s, prediction_type, x_T, torch.Generator().manual_seed(5))
+    assert ts == ts_ref
+    for a, b in zip(traj, traj_ref):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v"])
+@pytest.mark.parametrize("spacing, steps", [("leading", 1000), ("trailing", 100), ("linspace", 100),
+                                            ("leading", 50)])
+def test_ddpm_matches_diffusers(schedule, prediction_type, spacing, steps):
+    s = NoiseSchedule.from_name(schedule, 1000)
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule=SCHEDULES[schedule], clip_sample=False,
+                                  variance_type="fixed_small", timestep_spacing=spacing,
+                                  prediction_type="epsilon" if prediction_type == "epsilon" else "v_prediction")
+    x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    ts_ref, traj_ref = run_diffusers(ref, raw_model, x_T, steps, torch.Generator().manual_seed(5))
+    ts, traj = ours(ddpm_plan(s, steps, spacing), s, prediction_type, x_T, torch.Generator().manual_seed(5))
+    assert ts == ts_ref
+    for a, b in zip(traj, traj_ref):
+        torch.testing.assert_close(a, b, atol=5e-4, rtol=5e-4)
+
+
+@pytest.mark.parametrize("spacing, steps", [("linspace", 7), ("trailing", 30)])
+def test_diffusers_ddim_uses_a_fixed_stride(spacing, steps):
+    """diffusers' DDIM derives t_prev = t - T // S, which is wrong whenever the gaps of the sequence are not all
+    T // S: linspace spacing (diffusers issues #12633, #11347) and trailing spacing with S not dividing T. Those
+    settings are checked against eq. 12 (test_ddim_coefficients_follow_eq_12) instead; this documents the gap."""
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
+    ref.set_timesteps(steps)
+    ts = [int(t) for t in ref.timesteps]
+    assert ts == timesteps(1000, steps, spacing)[::-1]  # same timesteps ...
+    stride_prev = [t - 1000 // steps for t in ts[:-1]]  # ... but diffusers steps to these
+    assert stride_prev != ts[1:]
+    assert [p for _, p in time_pairs(timesteps(1000, steps, spacing))][:-1] == ts[1:]  # ours: read from the list

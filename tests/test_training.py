@@ -1,0 +1,174 @@
+"""The training loop on real data (scikit-learn digits): learning, export, exact resume, NaN handling, DDP, Hub."""
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import diffusion.training as training
+from diffusion import Pipeline
+from diffusion.training import TrainConfig, Trainer, TrainingError, learning_rate, load_state, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_run(out, **overrides) -> TrainConfig:
+    cfg = dict(dataset="digits", max_steps=40, batch_size=32, lr=2e-3, warmup_steps=5, base_channels=16,
+               channel_mult=[1, 2], num_res_blocks=1, patch_size=1, norm_groups=8, num_timesteps=100,
+               output_dir=str(out), log_every=5, save_every=20, sample_every=40, progress=False, precision="fp32",
+               num_threads=1)
+    cfg.update(overrides)
+    return TrainConfig(**cfg)
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_lowers_the_loss_and_exports_a_model(tmp_path):
+    model_dir = train(tiny_run(tmp_path / "run", max_steps=60, sample_every=60))
+    curve = losses(tmp_path / "run")
+    assert sum(curve[-3:]) / 3 < 0.6 * sum(curve[:2]) / 2
+    pipe = Pipeline.from_pretrained(model_dir)
+    assert pipe.config.dataset == "digits" and pipe.class_names[3] == "3"
+    assert pipe.generate([0, 9], steps=5, seed=0).shape == (2, 1, 16, 16)
+    record = json.loads((model_dir / "training.json").read_text())
+    assert record["steps"] == 60 and record["val_loss"] is not None
+    assert (tmp_path / "run" / "samples" / "step_0000060.png").exists()
+    assert (tmp_path / "run" / "samples" / "step_0000060.gif").exists()
+    assert len(list((model_dir / "examples").glob("*.png"))) == 30
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(tiny_run(tmp_path / "a"))
+    straight.run()
+    first = Trainer(tiny_run(tmp_path / "b", max_steps=40))
+    first.total_steps = 40
+    # Stop half way as a kill would (the 20-step checkpoint is on disk), then resume with only the output dir given.
+    original = first.train_step
+
+    def stop_at_25(step):
+        if step == 25:
+            raise KeyboardInterrupt
+        return original(step)
+
+    first.train_step = stop_at_25
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    assert load_state(tmp_path / "b")["step"] == 20
+    resumed = Trainer(tiny_run(tmp_path / "b", resume=True))
+    assert resumed.step == 20
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == [learning_rate(19, resumed.cfg, 40)]
+    resumed.run()
+    assert resumed.step == 40
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k  # bit-identical to the uninterrupted run
+    for a, b in zip(straight.ema.model.state_dict().values(), resumed.ema.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_different_settings(tmp_path):
+    train(tiny_run(tmp_path / "r", max_steps=20))
+    with pytest.raises(TrainingError, match="settings differ.*lr"):
+        Trainer(tiny_run(tmp_path / "r", resume=True, lr=1e-4))
+
+
+def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_run(tmp_path / "n", max_steps=40))
+    real_loss = training.diffusion_loss
+
+    def poisoned(model, *args, **kwargs):
+        loss = real_loss(model, *args, **kwargs)
+        return loss * math.nan if trainer.step >= 30 else loss
+
+    monkeypatch.setattr(training, "diffusion_loss", poisoned)
+    before = None
+    with pytest.raises(TrainingError, match="loss became nan at step 30.*intact"):
+        original_save = trainer.save
+
+        def save_and_remember():
+            nonlocal before
+            original_save()
+            before = (tmp_path / "n" / "state.pt").read_bytes()
+
+        trainer.save = save_and_remember
+        trainer.run()
+    assert load_state(tmp_path / "n")["step"] == 20
+    assert (tmp_path / "n" / "state.pt").read_bytes() == before
+    Pipeline.from_pretrained(tmp_path / "n" / "model")  # the exported model still loads
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(TrainingError, match="exactly one of --epochs and --max-steps"):
+        Trainer(tiny_run(tmp_path, epochs=1))
+    with pytest.raises(TrainingError, match="fewer than one batch"):
+        Trainer(tiny_run(tmp_path, batch_size=4096))
+
+
+def test_train_cli_help_and_run(tmp_path):
+    from train import build_parser, main
+
+    text = build_parser().format_help()
+    for flag in ("--dataset", "--epochs", "--max-steps", "--batch-size", "--lr", "--warmup-steps", "--num-timesteps",
+                 "--schedule", "--beta-start", "--beta-end", "--base-channels", "--ema-decay", "--p-uncond",
+                 "--precision", "--device", "--seed", "--output-dir", "--save-every", "--sample-every", "--resume",
+                 "--push-to-hub"):
+        assert flag in text
+    assert "(default: fashion-mnist)" in text
+    args = ["--dataset", "digits", "--max-steps", "6", "--batch-size", "16", "--base-channels", "16",
+            "--norm-groups", "8", "--patch-size", "1", "--num-timesteps", "50", "--output-dir", str(tmp_path / "c"),
+            "--sample-every", "6", "--save-every", "3", "--no-progress", "--precision", "fp32"]
+    assert main(args) == 0
+    assert main(["--output-dir", str(tmp_path / "c"), "--resume", "--no-progress"]) == 0  # nothing left to do
+    assert main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--max-steps", "1"]) == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(ROOT / "train.py"), "--dataset", "digits", "--max-steps", "8",
+           "--batch-size", "32", "--base-channels", "16", "--norm-groups", "8", "--patch-size", "1",
+           "--num-timesteps", "50", "--output-dir", str(out), "--sample-every", "8", "--save-every", "4",
+           "--log-every", "2", "--no-progress", "--precision", "fp32"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_state(out)["step"] == 8
+    record = json.loads((out / "model" / "training.json").read_text())
+    assert record["processes"] == 2
+    assert len(losses(out)) == 4  # rank 0 alone writes the log
+    Pipeline.from_pretrained(out / "model").generate([1], steps=3, seed=0)
+
+
+def test_push_to_hub_uploads_the_model_dir(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from diffusion.hub import push_model_dir
+
+    model_dir = train(tiny_run(tmp_path / "h", max_steps=5, sample_every=5, save_every=5))
+    calls = {}
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)) and
+                        f"https://huggingface.co/{repo_id}")
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder",
+                        lambda self, **kw: calls.setdefault("upload", kw))
+    url = push_model_dir(model_dir, "me/ddpm-digits")
+    assert url.endswith("me/ddpm-digits") and calls["create"][0] == "me/ddpm-digits"
+    assert calls["upload"]["folder_path"] == str(model_dir) and "model.safetensors" in calls["upload"]["allow_patterns"]
+    from diffusion.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="not a Hugging Face Hub repo id"):
+        push_model_dir(model_dir, "../../x")

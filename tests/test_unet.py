@@ -1,0 +1,81 @@
+"""The U-Net: shapes, class context, embeddings."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffusion.unet import UNet, UNetConfig, timestep_embedding
+
+from .conftest import randomised
+
+
+def small(image_size=16, channels=1, num_classes=3, patch_size=1, **kw):
+    return UNetConfig(image_size=image_size, in_channels=channels, num_classes=num_classes, base_channels=8,
+                      channel_mult=[1, 2, 2], num_res_blocks=1, patch_size=patch_size, norm_groups=4, **kw)
+
+
+@pytest.mark.parametrize("size", [16, 28, 32])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_output_shape_matches_input(size, channels, patch_size):
+    net = UNet(small(size, channels, patch_size=patch_size, attention_levels=[2], attention_heads=2))
+    x = torch.randn(2, channels, size, size)
+    out = net(x, torch.tensor([0, 999]), F.one_hot(torch.tensor([0, 2]), 3).float())
+    assert out.shape == x.shape  # 28 -> 14 -> 7 -> 4 and back, natively
+
+
+def test_context_required_iff_conditional():
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([1, 2])
+    conditional = UNet(small(num_classes=3))
+    with pytest.raises(ValueError, match="class-conditional.*context"):
+        conditional(x, t)
+    with pytest.raises(ValueError, match=r"shape \(B, 3\)"):
+        conditional(x, t, torch.zeros(2, 4))
+    unconditional = UNet(small(num_classes=0))
+    assert unconditional(x, t).shape == x.shape
+    with pytest.raises(ValueError, match="unconditional"):
+        unconditional(x, t, torch.zeros(2, 3))
+
+
+def test_wrong_image_shape_is_named():
+    with pytest.raises(ValueError, match=r"\(B, 1, 16, 16\)"):
+        UNet(small())(torch.randn(1, 1, 28, 28), torch.tensor([0]), torch.zeros(1, 3))
+
+
+def test_context_is_linear_in_the_class_weights():
+    net = randomised(UNet(small())).eval()
+    x, t = torch.randn(1, 1, 16, 16).repeat(4, 1, 1, 1), torch.full((4,), 10)
+    ctx = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0.5, 0, 0.5], [0, 0, 0]])
+    emb = net.embed(t, ctx)
+    torch.testing.assert_close(emb[2], (emb[0] + emb[1]) / 2)  # a mix embeds as the mix of embeddings
+    torch.testing.assert_close(emb[3], net.embed(t[:1], torch.zeros(1, 3))[0])
+    out = net(x, t, ctx)
+    assert not torch.allclose(out[0], out[1]) and not torch.allclose(out[0], out[3])  # the class matters
+
+
+def test_outputs_start_at_zero_and_depend_on_t():
+    net = UNet(small())
+    x = torch.randn(2, 1, 16, 16)
+    assert float(net(x, torch.tensor([5, 5]), torch.zeros(2, 3)).abs().max()) == 0.0  # zero-initialised output
+    net = randomised(net)
+    a = net(x, torch.tensor([5, 5]), torch.zeros(2, 3))
+    b = net(x, torch.tensor([500, 500]), torch.zeros(2, 3))
+    assert not torch.allclose(a, b)
+
+
+def test_timestep_embedding():
+    emb = timestep_embedding(torch.tensor([0, 1, 999]), 16)
+    assert emb.shape == (3, 16)
+    torch.testing.assert_close(emb[0], torch.cat([torch.ones(8), torch.zeros(8)]))
+    assert float(emb.abs().max()) <= 1.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(channel_mult=[]), "channel_mult"),
+    (dict(attention_levels=[5]), "attention_levels"),
+    (dict(patch_size=3), "divisible by patch_size"),
+    (dict(norm_groups=5), "norm_groups"),
+])
+def test_config_validation(bad, message):
+    with pytest.raises(ValueError, match=message):
+        UNet(UNetConfig(**{**small().to_dict(), **bad}))
