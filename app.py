@@ -24,7 +24,10 @@ from diffusion.registry import ModelRegistry  # noqa: E402
 
 CHECKPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 LIMITS = Limits()
-QUEUE_SIZE = 32  # requests waiting at most; more get a "queue is full" answer
+QUEUE_SIZE = 24  # requests waiting at most; more get a "queue is full, try again" answer
+# show_error: Gradio's own input checks (types, slider bounds) reach API clients as readable messages; our handlers
+# never leak internals (user_errors turns unexpected failures into a short generic message).
+LAUNCH = dict(max_file_size=LIMITS.max_upload_bytes, show_error=True)
 log = logging.getLogger("diffusion-lab")
 
 INTRO = """# Diffusion Lab
@@ -140,7 +143,7 @@ class Handlers:
         return r.x0, r.x_t, r.predicted_x0, r.predicted_noise, r.info, r.gif_path
 
 
-def build_demo(registry: ModelRegistry, limits: Limits = LIMITS) -> gr.Blocks:
+def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
     h = Handlers(registry, limits)
     names = registry.names()
     default = registry.default()
@@ -243,7 +246,8 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS) -> gr.Blocks:
         forward_io = ([model, example, upload, t, seed], [f_x0, f_xt, f_px0, f_noise, f_info, f_gif])
         show.click(forward, *forward_io, api_name="forward")
         t.release(forward, *forward_io, api_visibility="undocumented")
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    # One sampling job at a time: each uses both cores; two at once would halve both and thrash the caches.
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
 
@@ -256,4 +260,4 @@ Image.MAX_IMAGE_PIXELS = LIMITS.max_upload_pixels  # PIL refuses decompression b
 demo = build_demo(make_registry())
 
 if __name__ == "__main__":
-    demo.launch(max_file_size=LIMITS.max_upload_bytes, theme=gr.themes.Soft(), footer_links=["api", "gradio"])
+    demo.launch(**LAUNCH, theme=gr.themes.Soft(), footer_links=["api", "gradio"])

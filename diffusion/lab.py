@@ -76,6 +76,12 @@ def check_float(name: str, value, lo: float, hi: float) -> float:
     return float(value)
 
 
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be true or false, got {_show(value)}")
+    return value
+
+
 def check_choice(name: str, value, choices) -> str:
     if not isinstance(value, str) or value not in choices:
         raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {_show(value)}")
@@ -99,7 +105,7 @@ def get_model(registry: ModelRegistry, name, limits: Limits) -> Pipeline:
 
 
 def resolve_seed(seed, random_seed: bool) -> int:
-    if random_seed:
+    if check_bool("random seed", random_seed):
         return secrets.randbelow(SEED_MAX + 1)
     return check_int("seed", seed, 0, SEED_MAX)
 
@@ -110,6 +116,7 @@ def class_context(pipe: Pipeline, mode: str, class_a, class_b, mix) -> list[floa
     if not names:
         return []
     mode = check_choice("class mode", mode, CLASS_MODES)
+    w = check_float("mix weight", mix, 0.0, 1.0)
     vector = [0.0] * len(names)
     if mode == "none":
         return vector
@@ -118,7 +125,6 @@ def class_context(pipe: Pipeline, mode: str, class_a, class_b, mix) -> list[floa
         vector[names.index(a)] = 1.0
         return vector
     b = check_choice("second class", class_b, names)
-    w = check_float("mix weight", mix, 0.0, 1.0)
     vector[names.index(a)] += 1.0 - w
     vector[names.index(b)] += w
     return vector
@@ -394,6 +400,9 @@ def load_upload(path, limits: Limits) -> Image.Image:
         image.load()
     except InputError:
         raise
+    except Image.DecompressionBombError as e:
+        raise InputError(f"the upload has too many pixels (decompression bomb guard); at most "
+                         f"{limits.max_upload_pixels} pixels") from e
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"the upload is not an image this app can read (PNG, JPEG, WebP, GIF, BMP): "
                          f"{e.__class__.__name__}") from e

@@ -293,6 +293,9 @@ class Trainer:
                                 f"of {cfg.batch_size}; lower --batch-size")
         self.total_steps = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * self.steps_per_epoch
 
+        if self.dist.is_main:  # temp files of writes cut short by a kill
+            for stale in [*self.out.glob(".*.tmp"), *(self.out / MODEL_DIR_NAME).glob(".*.tmp")]:
+                stale.unlink(missing_ok=True)
         if cfg.resume and (self.out / STATE_NAME).exists():
             self._restore(load_state(self.out))
         elif cfg.resume:

@@ -10,7 +10,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from app import build_demo
+from app import LAUNCH, build_demo
 from diffusion.registry import ModelRegistry
 
 from .conftest import make_checkpoints
@@ -23,7 +23,7 @@ CONTEXT = ["class", "class 1", "class 2", 0.5]
 def server(tmp_path_factory):
     root = make_checkpoints(tmp_path_factory.mktemp("app") / "checkpoints")
     demo = build_demo(ModelRegistry(root, precision="fp32"))
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, **LAUNCH)
     try:
         yield demo
     finally:

@@ -44,7 +44,7 @@ def test_class_panel_modes(registry):
     pipe = registry.get("tiny")
     assert lab.class_context(pipe, "class", "class 2", "class 0", 0.3) == [0.0, 0.0, 1.0]
     assert lab.class_context(pipe, "mix", "class 2", "class 0", 0.25) == [0.25, 0.0, 0.75]
-    assert lab.class_context(pipe, "none", None, None, None) == [0.0, 0.0, 0.0]
+    assert lab.class_context(pipe, "none", None, None, 0.5) == [0.0, 0.0, 0.0]
     mixed = list(lab.generate_stream(registry, **{**GOOD, "class_mode": "mix"}))[-1]
     plain = list(lab.generate_stream(registry, **GOOD))[-1]
     assert not np.array_equal(mixed.final, plain.final)

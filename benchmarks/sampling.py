@@ -1,0 +1,115 @@
+"""Sampling speed of the shipped model against the diffusers peer, in one run.
+
+Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 and 64 (the model's default
+guidance, i.e. conditional + unconditional passes batched into one network call), time per network call, achieved
+GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul ceiling, the DDPM-1000 / DDIM-50 ratio,
+and the peer (diffusers UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
+
+Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ceiling import measure as measure_ceiling  # noqa: E402
+from common import machine, peer_unet, timeit, write_result  # noqa: E402
+from diffusion import Pipeline  # noqa: E402
+
+
+def forward_flops(model, x, t, context) -> int:
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        model(x, t, context)
+    return counter.get_total_flops()
+
+
+def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[float, int]:
+    """diffusers' UNet2DModel + DDIMScheduler loop as a user runs it (torch.no_grad), random weights (speed only)."""
+    from diffusers import DDIMScheduler
+
+    torch.manual_seed(0)
+    unet = peer_unet().eval()
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    labels = torch.arange(batch) % 10
+    x_T = torch.randn(batch, 1, 28, 28)
+
+    def run():
+        scheduler.set_timesteps(steps)
+        x = x_T
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for t in scheduler.timesteps:
+                out = unet(x, t, class_labels=labels).sample
+                x = scheduler.step(out.float(), t, x).prev_sample
+        return x
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        unet(x_T[:1], torch.tensor([10]), class_labels=labels[:1])
+    return timeit(run, repeats=3), counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="checkpoints/fashion-mnist", help="model directory")
+    parser.add_argument("--quick", action="store_true", help="batch 16 only, skip DDPM 1000 at batch 64")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    ceiling = measure_ceiling()
+    print(f"ceiling: fp32 {ceiling['fp32_gflops']:.0f} GFLOP/s, bf16 {ceiling['bf16_gflops']:.0f} GFLOP/s")
+
+    pipe = Pipeline.from_pretrained(args.model)  # precision "auto": bf16 where the CPU has native bf16
+    w = pipe.config.sampling.guidance_scale
+    passes = 2 if w not in (0.0, 1.0) else 1
+    C, H, W = pipe.image_shape
+    flops_per_image = forward_flops(pipe.model, torch.zeros(1, C, H, W), torch.tensor([10]),
+                                    torch.zeros(1, pipe.config.num_classes))
+    precision = "bf16" if pipe.autocast_dtype is not None else "fp32"
+    print(f"model: {args.model}, {precision}, guidance {w:g} ({passes} passes per step, batched), "
+          f"{flops_per_image / 1e6:.0f} MFLOP per image per pass")
+
+    rows = []
+    batches = [16] if args.quick else [1, 16, 64]
+    for sampler, steps in [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddpm", 1000)]:
+        for batch in batches:
+            labels = [i % pipe.config.num_classes for i in range(batch)]
+            repeats = 1 if steps == 1000 else 3
+            seconds = timeit(lambda: pipe.generate(labels, sampler=sampler, steps=steps, seed=0), repeats=repeats,
+                             warmup=0 if steps == 1000 else 1)
+            gflops = passes * batch * steps * flops_per_image / seconds / 1e9
+            row = {"sampler": sampler, "steps": steps, "batch": batch, "seconds": seconds,
+                   "images_per_s": batch / seconds, "ms_per_call": 1000 * seconds / steps, "gflops": gflops,
+                   "fraction_of_bf16_ceiling": gflops / ceiling["bf16_gflops"]}
+            rows.append(row)
+            print(f"{sampler.upper():4s} {steps:4d} steps, batch {batch:2d}: {seconds:7.3f} s, "
+                  f"{row['images_per_s']:7.1f} img/s, {row['ms_per_call']:6.2f} ms/call, {gflops:5.0f} GFLOP/s "
+                  f"({100 * row['fraction_of_bf16_ceiling']:.0f}% of bf16 ceiling)")
+
+    def find(sampler, steps, batch):
+        return next(r["seconds"] for r in rows if (r["sampler"], r["steps"], r["batch"]) == (sampler, steps, batch))
+
+    ratio = find("ddpm", 1000, 16) / find("ddim", 50, 16)
+    single = timeit(lambda: pipe.generate(list(range(16)), sampler="ddim", steps=50, guidance_scale=1.0, seed=0),
+                    repeats=3)
+    peer_fp32, peer_flops = peer_ddim_seconds(bf16=False)
+    peer_bf16, _ = peer_ddim_seconds(bf16=True)
+    ours = find("ddim", 50, 16)
+    print(f"DDPM 1000 / DDIM 50 wall time (batch 16): {ratio:.1f}")
+    print(f"peer (diffusers UNet2DModel 32/64/64, {peer_flops / 1e6:.0f} MFLOP/image, DDIMScheduler) 16 images x 50 "
+          f"steps: fp32 {peer_fp32:.3f} s, bf16 {peer_bf16:.3f} s")
+    print(f"ours 16 images x DDIM 50: {ours:.3f} s with guidance {w:g} (peer fp32 / ours = {peer_fp32 / ours:.1f}x), "
+          f"{single:.3f} s without guidance ({peer_fp32 / single:.1f}x)")
+    write_result("sampling", {"model": args.model, "precision": precision, "guidance_scale": w,
+                              "flops_per_image_pass": flops_per_image, "ceiling": ceiling, "rows": rows,
+                              "ddpm1000_over_ddim50": ratio, "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16,
+                              "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
+                              "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
+
+
+if __name__ == "__main__":
+    main()
