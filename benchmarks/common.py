@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The architecture of checkpoints/fashion-mnist-fast (TrainConfig's defaults are that of checkpoints/fashion-mnist).
+FAST = dict(base_channels=32, channel_mult=[1, 2], num_res_blocks=1, patch_size=2, norm_groups=8)
 
 
 def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -58,3 +60,53 @@ def peer_unet(image_size: int = 28, num_class_embeds: int = 10):
     return UNet2DModel(sample_size=image_size, in_channels=1, out_channels=1, block_out_channels=(32, 64, 64),
                        layers_per_block=2, down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3,
                        num_class_embeds=num_class_embeds, norm_num_groups=8)
+
+
+class PeerTrainer:
+    """The peer's training recipe as a diffusers user runs it: DDPMScheduler.add_noise (linear betas), epsilon MSE,
+    AdamW 1e-3 with 500 warm-up steps and cosine decay over `total_steps`, gradient clipping at 1, EMA 0.999 with
+    warm-up, random horizontal flips, bf16 autocast or fp32."""
+
+    def __init__(self, precision: str = "bf16", batch: int = 128, total_steps: int = 10_000, seed: int = 0):
+        import copy
+
+        from diffusers import DDPMScheduler
+
+        from diffusion.data import load_dataset
+
+        torch.manual_seed(seed)
+        self.data = load_dataset("fashion-mnist", "train")
+        self.unet = peer_unet().train()
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        self.scheduler = DDPMScheduler(num_train_timesteps=1000)
+        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=1e-3)
+        self.precision, self.batch, self.total_steps = precision, batch, total_steps
+
+    def lr(self, i: int, peak: float = 1e-3, warmup: int = 500) -> float:
+        import math
+
+        if i < warmup:
+            return peak * (i + 1) / warmup
+        return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (i - warmup) / max(1, self.total_steps - warmup))))
+
+    def step(self, i: int) -> None:
+        import torch.nn.functional as F
+
+        from diffusion.data import to_model_range
+
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr(i)
+        idx = torch.randint(0, len(self.data), (self.batch,))
+        x = to_model_range(self.data.images[idx])
+        x = torch.where(torch.rand(self.batch, 1, 1, 1) < 0.5, x.flip(-1), x)
+        noise, t = torch.randn_like(x), torch.randint(0, 1000, (self.batch,))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            pred = self.unet(self.scheduler.add_noise(x, noise, t), t, class_labels=self.data.labels[idx]).sample
+        loss = F.mse_loss(pred.float(), noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.unet.parameters(), 1.0)
+        self.opt.step()
+        with torch.no_grad():
+            decay = min(0.999, (1 + i) / (10 + i))
+            torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - decay)

@@ -24,6 +24,7 @@ from .unet import UNet
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+TRAINING_NAME = "training.json"  # how the model was trained (written by training, read by the model card)
 HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png", "*.json", "examples/*"]
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
@@ -41,6 +42,7 @@ def atomic_write(path: Path, write) -> None:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a model file is meant to be read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

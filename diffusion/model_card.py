@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .checkpoint import atomic_write, load_config
+from .checkpoint import TRAINING_NAME, atomic_write, load_config
 from .evaluate import EVALUATION_NAME
 
-TRAINING_NAME = "training.json"
 DATASET_META = {
     "fashion-mnist": ("zalando-datasets/fashion_mnist", "MIT", "https://github.com/zalandoresearch/fashion-mnist"),
     "mnist": ("ylecun/mnist", "CC BY-SA 3.0", "http://yann.lecun.com/exdb/mnist/"),

@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
@@ -164,9 +165,16 @@ class Pipeline:
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
                                                      guidance_scale=guidance_scale, spacing=spacing, seed=seed,
                                                      x_T=x_T)
-        with torch.inference_mode():
+        # One autocast context around the whole loop: the bf16 copies of the weights are made once, not per step.
+        with torch.inference_mode(), self.autocast():
             x0 = sample(denoise, x_T, plan, generator=generator, callback=callback)
         return to_unit_range(x0)
+
+    def autocast(self):
+        """The network's precision context (bf16 autocast, or nothing for fp32)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
         """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write, save_model_dir
+from .checkpoint import TRAINING_NAME, atomic_write, save_model_dir
 from .config import DiffusionConfig, SamplingDefaults
 from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
@@ -40,7 +40,6 @@ from .unet import UNet, UNetConfig
 STATE_NAME = "state.pt"
 MODEL_DIR_NAME = "model"
 LOG_NAME = "log.jsonl"
-TRAINING_NAME = "training.json"
 # Settings that define a run: a resumed run must use the same ones (the loop reproduces the same steps).
 RUN_DEFINING = ("dataset", "epochs", "max_steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "weight_decay",
                 "grad_clip", "num_timesteps", "schedule", "beta_start", "beta_end", "prediction_type",
@@ -427,16 +426,18 @@ class Trainer:
                             file=sys.stderr, mininterval=0.5 if sys.stderr.isatty() else 30.0)
         log = open(self.out / LOG_NAME, "a") if self.dist.is_main else None
         window_start, window_images = time.perf_counter(), 0
+        last = time.perf_counter()
         try:
             while self.step < self.total_steps:
-                t0 = time.perf_counter()
                 loss = self.train_step(self.step)
                 if not math.isfinite(loss):
                     raise TrainingError(
                         f"loss became {loss} at step {self.step}; stopped without saving, so the last good "
                         f"checkpoint in {self.out} is intact. Lower --lr or use --precision fp32, then --resume")
                 self.step += 1
-                self.elapsed += time.perf_counter() - t0
+                now = time.perf_counter()
+                self.elapsed += now - last  # the whole iteration: step, logging, saving, sample grids
+                last = now
                 window_images += cfg.batch_size
                 if not self.dist.is_main:
                     continue

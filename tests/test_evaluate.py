@@ -81,3 +81,30 @@ def test_sampler_setting_parsing():
     assert SamplerSetting.parse("ddpm:1000").label == "DDPM 1000"
     with pytest.raises(ValueError, match="expected ddim:STEPS"):
         SamplerSetting.parse("euler:10")
+
+
+def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path):
+    from diffusion.checkpoint import load_config, save_model_dir
+    from diffusion.release import pick_best, release
+    from diffusion.unet import UNet
+
+    from .conftest import randomised, tiny_config
+
+    rows = [{"accuracy": 0.97, "frechet_distance": 0.5, "guidance_scale": 3.0},
+            {"accuracy": 0.96, "frechet_distance": 0.3, "guidance_scale": 2.0},
+            {"accuracy": 0.90, "frechet_distance": 0.1, "guidance_scale": 1.0}]
+    assert pick_best(rows, 0.95)["guidance_scale"] == 2.0  # lowest FD among those accurate enough
+    assert pick_best(rows, 0.99)["guidance_scale"] == 3.0  # none is: the most accurate
+
+    config = tiny_config(num_classes=10)
+    config.class_names = [str(i) for i in range(10)]
+    run = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict()).parent
+    out = tmp_path / "shipped"
+    results = release(run, out, [1.0, 2.0], sweep_setting="ddim:3:0", table=["ddim:3:0", "ddpm:4"], per_class=3,
+                      classifier_dir=digits_classifier, log=lambda m: None)
+    assert len(results["guidance_sweep"]) == 2 and len(results["rows"]) == 2
+    shipped = load_config(out)
+    assert shipped.sampling.steps == 3 and shipped.sampling.guidance_scale in (1.0, 2.0)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit") and "| DDIM | 3 |" in card and "floor" in card
+    assert (out / "samples.png").exists() and (out / "evaluation.json").exists()

@@ -1,0 +1,130 @@
+"""Quality per CPU-second: train our default model and the diffusers peer for the same wall-clock budget on
+Fashion-MNIST, then score both with diffusion.evaluate's classifier (class accuracy, Frechet distance / floor) at
+DDIM 50 steps, in one run.
+
+Peer recipe (what a diffusers user runs): UNet2DModel 32/64/64 with class embeddings, DDPMScheduler (linear betas,
+epsilon), AdamW 1e-3 with warm-up and cosine decay, EMA 0.999, bf16 autocast, batch 128; sampled with diffusers'
+DDIMScheduler. Ours: the fast architecture (FAST below; `--ours default` for TrainConfig's defaults) in our loop
+for the same time; `--save-ours DIR` keeps our run (its model/ is what ships as checkpoints/fashion-mnist-fast).
+
+Usage: python benchmarks/peer_quality.py [--minutes 20] [--ours fast|default] [--save-ours runs/fmnist-fast]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import FAST, PeerTrainer, machine, write_result  # noqa: E402
+from diffusion import Pipeline  # noqa: E402
+from diffusion.classifier import load_classifier  # noqa: E402
+from diffusion.data import load_dataset  # noqa: E402
+from diffusion.evaluate import balanced_subset, frechet_distance, real_floor, score  # noqa: E402
+from diffusion.images import to_uint8  # noqa: E402
+from diffusion.training import TrainConfig, Trainer  # noqa: E402
+
+
+def steps_for(budget_s: float, step_fn, probe_steps: int = 30, warmup: int = 5) -> int:
+    """How many steps fit in the budget, timed on `probe_steps` steps after `warmup` (all count as training)."""
+    for i in range(warmup):
+        step_fn(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, warmup + probe_steps):
+        step_fn(i)
+    per_step = (time.perf_counter() - t0) / probe_steps
+    return max(warmup + probe_steps + 1, int(budget_s / per_step))
+
+
+def train_ours(budget_s: float, out: str, architecture: dict) -> tuple[Pipeline, int, float]:
+    probe = Trainer(TrainConfig(output_dir=out + "-probe", progress=False, max_steps=10_000, **architecture))
+    total = steps_for(budget_s, probe.train_step)
+    cfg = TrainConfig(output_dir=out, progress=False, max_steps=total, sample_every=total, save_every=total,
+                      **architecture)
+    trainer = Trainer(cfg)
+    t0 = time.perf_counter()
+    trainer.run()
+    return Pipeline(trainer.ema.model, trainer.diffusion_config), total, time.perf_counter() - t0
+
+
+def train_peer(budget_s: float, batch: int = 128) -> tuple[torch.nn.Module, int, float]:
+    peer = PeerTrainer("bf16", batch)
+    t0 = time.perf_counter()
+    peer.total_steps = steps_for(budget_s, peer.step)
+    for i in range(35, peer.total_steps):
+        peer.step(i)
+    return peer.ema.eval(), peer.total_steps, time.perf_counter() - t0
+
+
+@torch.no_grad()
+def sample_peer(unet, labels: torch.Tensor, steps: int, seed: int, batch: int = 50) -> torch.Tensor:
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000)
+    out = []
+    for b, start in enumerate(range(0, len(labels), batch)):
+        y = labels[start:start + batch]
+        g = torch.Generator().manual_seed(seed * 100_003 + b)
+        x = torch.randn(len(y), 1, 28, 28, generator=g)
+        scheduler.set_timesteps(steps)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for t in scheduler.timesteps:
+                x = scheduler.step(unet(x, t, class_labels=y).sample.float(), t, x).prev_sample
+        out.append(torch.from_numpy(to_uint8(((x + 1) / 2).clamp(0, 1))).permute(0, 3, 1, 2))
+    return torch.cat(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each model")
+    parser.add_argument("--per-class", type=int, default=100, help="evaluation images per class")
+    parser.add_argument("--ours", choices=("fast", "default"), default="fast", help="our architecture")
+    parser.add_argument("--save-ours", default=None, help="keep our training run in this directory")
+    args = parser.parse_args()
+    budget = 60 * args.minutes
+    classifier = load_classifier("checkpoints/classifiers/fashion-mnist")
+    train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
+    test_images, test_labels = balanced_subset(test, args.per_class, seed=0)
+    floor, test_feats = real_floor(classifier, train, test_images, test_labels, args.per_class)
+    labels = torch.arange(10).repeat_interleave(args.per_class)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.save_ours or str(Path(tmp) / "ours")
+        ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else {})
+    peer, peer_steps, peer_time = train_peer(budget)
+    rows = {}
+    for name, make in [
+        ("ours, guidance 1", lambda: ours.generate(labels.tolist(), sampler="ddim", steps=50, guidance_scale=1.0,
+                                                  seed=0)),
+        ("ours, guidance 2", lambda: ours.generate(labels.tolist(), sampler="ddim", steps=50, guidance_scale=2.0,
+                                                  seed=0)),
+        ("peer", None),
+    ]:
+        t0 = time.perf_counter()
+        if make is None:
+            images = sample_peer(peer, labels, 50, seed=0)
+        else:
+            images = torch.from_numpy(to_uint8(make())).permute(0, 3, 1, 2)
+        seconds = time.perf_counter() - t0
+        acc, feats = score(classifier, images, labels)
+        fd = frechet_distance(feats, test_feats)
+        rows[name] = {"accuracy": acc, "fd": fd, "fd_ratio": fd / floor.frechet_distance, "sample_s": seconds}
+    print(f"machine: {machine()}")
+    print(f"budget {args.minutes:g} min each: ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min, peer {peer_steps} "
+          f"steps in {peer_time / 60:.1f} min (batch 128); floor FD {floor.frechet_distance:.3f}")
+    for name, r in rows.items():
+        print(f"{name:18s} DDIM 50: accuracy {r['accuracy']:.3f}, FD {r['fd']:.3f} ({r['fd_ratio']:.2f}x floor), "
+              f"sampling {r['sample_s']:.1f} s for {len(labels)} images")
+    write_result("peer_quality", {"minutes": args.minutes, "ours": args.ours, "ours_steps": our_steps, "peer_steps": peer_steps,
+                                  "ours_train_s": our_time, "peer_train_s": peer_time,
+                                  "floor": floor.frechet_distance, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Turn a training run into a shipped model directory: copy the exported EMA model, pick the sampling defaults that
+evaluate best (guidance scale swept at the default sampler), evaluate the full sampler table, and write the sample
+grid and the model card.
+
+"Best": the lowest Frechet distance among the settings whose class accuracy reaches `min_accuracy`; if none does,
+the most accurate.
+
+Usage: python -m diffusion.release --run runs/fmnist --out checkpoints/fashion-mnist --guidance-scale 1 1.5 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CONFIG_NAME, TRAINING_NAME, WEIGHTS_NAME, atomic_write, load_config
+from .classifier import load_classifier
+from .evaluate import DEFAULT_CONFIGS, EVALUATION_NAME, SamplerSetting, evaluate
+from .images import make_grid, save_png
+from .model_card import write_model_card
+from .pipeline import Pipeline
+
+
+def pick_best(rows: list[dict], min_accuracy: float) -> dict:
+    passing = [r for r in rows if r["accuracy"] >= min_accuracy]
+    if passing:
+        return min(passing, key=lambda r: r["frechet_distance"])
+    return max(rows, key=lambda r: r["accuracy"])
+
+
+def write_sample_grid(pipe: Pipeline, path: Path, per_class: int = 10) -> None:
+    labels = [k for k in range(len(pipe.class_names)) for _ in range(per_class)]
+    images = pipe.generate(labels, seed=0)
+    save_png(make_grid(images, nrow=per_class, scale=2), path)
+
+
+def release(run: Path, out: Path, guidance_scales: list[float], *, sweep_setting: str = "ddim:20:0",
+            table: list[str] = DEFAULT_CONFIGS, per_class: int = 100, min_accuracy: float = 0.95,
+            classifier_dir: Path | None = None, log=print) -> dict:
+    source = run / "model" if (run / "model" / CONFIG_NAME).exists() else run
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME, TRAINING_NAME):
+        if (source / name).exists():
+            shutil.copy2(source / name, out / name)
+    if (source / "examples").is_dir():
+        shutil.copytree(source / "examples", out / "examples", dirs_exist_ok=True)
+
+    config = load_config(out)
+    classifier = load_classifier(classifier_dir or Path("checkpoints/classifiers") / config.dataset)
+    pipe = Pipeline.from_pretrained(out)
+    setting = SamplerSetting.parse(sweep_setting)
+    log(f"sweeping guidance {guidance_scales} at {setting.label}")
+    sweep = evaluate(pipe, classifier, [setting], guidance_scales, per_class=per_class, log=log)
+    best = pick_best(sweep["rows"], min_accuracy)
+    config.sampling.sampler, config.sampling.steps = setting.sampler, setting.steps
+    config.sampling.eta, config.sampling.guidance_scale = setting.eta, best["guidance_scale"]
+    atomic_write(out / CONFIG_NAME, lambda p: config.to_json_file(p))
+    log(f"defaults: {setting.label}, guidance {best['guidance_scale']:g} (accuracy {best['accuracy']:.3f}, "
+        f"FD {best['frechet_distance']:.3f} = {best['fd_ratio']:.2f}x floor)")
+
+    pipe = Pipeline.from_pretrained(out)
+    settings = [SamplerSetting.parse(s) for s in table]
+    results = evaluate(pipe, classifier, settings, [best["guidance_scale"]], per_class=per_class, log=log)
+    results["guidance_sweep"] = sweep["rows"]
+    results["command"] = "python -m diffusion.release " + " ".join(sys.argv[1:])
+    atomic_write(out / EVALUATION_NAME, lambda p: p.write_text(json.dumps(results, indent=2) + "\n"))
+    write_sample_grid(pipe, out / "samples.png")
+    write_model_card(out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--run", required=True, help="training run directory (or its model/ directory)")
+    parser.add_argument("--out", required=True, help="model directory to write, e.g. checkpoints/fashion-mnist")
+    parser.add_argument("--guidance-scale", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0],
+                        help="guidance scales to sweep")
+    parser.add_argument("--sweep-setting", default="ddim:20:0", help="sampler setting of the sweep (the default)")
+    parser.add_argument("--samplers", nargs="+", default=DEFAULT_CONFIGS, help="settings of the final table")
+    parser.add_argument("--per-class", type=int, default=100, help="images per class")
+    parser.add_argument("--min-accuracy", type=float, default=0.95, help="accuracy the defaults must reach")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    release(Path(args.run), Path(args.out), args.guidance_scale, sweep_setting=args.sweep_setting,
+            table=args.samplers, per_class=args.per_class, min_accuracy=args.min_accuracy,
+            log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

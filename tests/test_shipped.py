@@ -1,0 +1,45 @@
+"""The models shipped in checkpoints/: each loads from its directory alone, generates, and carries its model card,
+evaluation, sample grid and forward-process examples."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diffusion import Pipeline
+from diffusion.classifier import load_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/config.json"))
+
+
+def test_a_default_model_ships():
+    assert (ROOT / "checkpoints" / "fashion-mnist" / "config.json").exists()
+
+
+@pytest.mark.parametrize("directory", MODELS, ids=[p.name for p in MODELS])
+def test_shipped_model(directory):
+    pipe = Pipeline.from_pretrained(directory, precision="fp32")
+    images = pipe.generate(list(range(len(pipe.class_names))), steps=2, seed=0)
+    assert images.shape == (len(pipe.class_names), *pipe.image_shape)
+    for name in ("README.md", "samples.png", "evaluation.json", "training.json"):
+        assert (directory / name).is_file(), name
+    card = (directory / "README.md").read_text()
+    assert card.startswith("---\n") and "license:" in card and "datasets:" in card
+    assert "## Evaluation" in card and "## Training" in card
+    evaluation = json.loads((directory / "evaluation.json").read_text())
+    settings = {(r["sampler"], r["steps"], r["eta"]) for r in evaluation["rows"]}
+    assert {("ddim", 20, 0.0), ("ddim", 50, 0.0), ("ddpm", 1000, 0.0)} <= settings
+    d = pipe.config.sampling
+    default = [r for r in evaluation["rows"] if (r["sampler"], r["steps"], r["guidance_scale"]) ==
+               (d.sampler, d.steps, d.guidance_scale)]
+    assert default, "the saved sampling defaults were evaluated"
+    assert len(list((directory / "examples").glob("*.png"))) >= len(pipe.class_names)
+    for f in directory.rglob("*"):
+        assert f.stat().st_size < 50 * 2**20, f
+
+
+def test_classifiers_record_their_accuracy():
+    for directory in (ROOT / "checkpoints" / "classifiers").iterdir():
+        clf = load_classifier(directory)
+        assert clf.config.test_accuracy > 0.85 and clf.config.train_command.startswith("python -m diffusion")
