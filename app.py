@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from diffusion import lab  # noqa: E402
-from diffusion.lab import CLASS_MODES, InputError, Limits  # noqa: E402
+from diffusion.images import OutputFiles  # noqa: E402
+from diffusion.inputs import CLASS_MODES, SEED_MAX, InputError, Limits, get_model  # noqa: E402
 from diffusion.registry import ModelRegistry  # noqa: E402
 
 CHECKPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
@@ -94,10 +95,11 @@ class Handlers:
     def __init__(self, registry: ModelRegistry, limits: Limits = LIMITS):
         self.registry = registry
         self.limits = limits
+        self.outputs = OutputFiles()  # PNG and GIF results, in a private temporary folder
 
     def select_model(self, model: str):
         """Load a model (local name or Hub repo id) and refresh every model-dependent control."""
-        pipe = lab.get_model(self.registry, model, self.limits)
+        pipe = get_model(self.registry, model, self.limits)
         names = pipe.class_names or ["(unconditional)"]
         T = pipe.config.num_timesteps
         rows = lab.evaluation_rows(pipe)
@@ -121,7 +123,7 @@ class Handlers:
     def generate(self, model: str, sampler: str, steps: int, eta: float, guidance_scale: float, seed: int,
                  random_seed: bool, num_images: int, class_mode: str, class_a: str, class_b: str, mix: float,
                  progress=gr.Progress()):
-        for u in lab.generate_stream(self.registry, model, sampler, steps, eta, guidance_scale, seed, random_seed,
+        for u in lab.generate_stream(self.registry, self.outputs, model, sampler, steps, eta, guidance_scale, seed, random_seed,
                                      num_images, class_mode, class_a, class_b, mix, self.limits,
                                      progress=lambda f, d: progress(f, desc=d)):
             if u.final is None:
@@ -139,11 +141,13 @@ class Handlers:
                    u.ddim_status, u.ddpm_status, u.readout, u.strip)
 
     def forward(self, model: str, example: str | None, upload: str | None, t: int, seed: int):
-        r = lab.forward_process(self.registry, model, example, upload, t, seed, self.limits)
+        r = lab.forward_process(self.registry, self.outputs, model, example, upload, t, seed, self.limits)
         return r.x0, r.x_t, r.predicted_x0, r.predicted_noise, r.info, r.gif_path
 
 
 def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
+    # PIL refuses images over twice this many pixels before decoding them (decompression bombs); process-wide.
+    Image.MAX_IMAGE_PIXELS = limits.max_upload_pixels
     h = Handlers(registry, limits)
     names = registry.names()
     default = registry.default()
@@ -164,7 +168,7 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                 guidance = gr.Slider(0, 10, value=2.0, step=0.1, label="Guidance scale",
                                      info="1 = conditional, 0 = unconditional, > 1 = stronger class")
                 with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=lab.SEED_MAX)
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=SEED_MAX)
                     random_seed = gr.Checkbox(False, label="Random seed")
             with gr.Column(scale=3):
                 with gr.Tabs():
@@ -237,16 +241,18 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
         context = [class_mode, class_a, class_b, mix]
         run.click(user_errors(h.generate),
                   [model, sampler, steps, eta, guidance, seed, random_seed, num_images, *context],
-                  [live, status, final, png_file, gif_file, seed_used], api_name="generate", show_progress="minimal")
+                  [live, status, final, png_file, gif_file, seed_used], api_name="generate", show_progress="minimal",
+                  concurrency_id="cpu")
         race.click(user_errors(h.compare),
                    [model, ddpm_steps, ddim_steps, cmp_eta, guidance, seed, random_seed, cmp_images, *context],
                    [ddim_view, ddpm_view, ddim_status, ddpm_status, readout, strip], api_name="compare",
-                   show_progress="minimal")
+                   show_progress="minimal", concurrency_id="cpu")
         forward = user_errors(h.forward)
         forward_io = ([model, example, upload, t, seed], [f_x0, f_xt, f_px0, f_noise, f_info, f_gif])
-        show.click(forward, *forward_io, api_name="forward")
-        t.release(forward, *forward_io, api_visibility="undocumented")
-    # One sampling job at a time: each uses both cores; two at once would halve both and thrash the caches.
+        show.click(forward, *forward_io, api_name="forward", concurrency_id="cpu")
+        t.release(forward, *forward_io, api_visibility="undocumented", concurrency_id="cpu")
+    # One job at a time per event, and the events that sample share one slot ("cpu"): a job uses both cores; two
+    # at once would halve both and thrash the caches.
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
 
@@ -256,7 +262,6 @@ def make_registry() -> ModelRegistry:
     return ModelRegistry(CHECKPOINTS, hub)
 
 
-Image.MAX_IMAGE_PIXELS = LIMITS.max_upload_pixels  # PIL refuses decompression bombs beyond twice this
 demo = build_demo(make_registry())
 
 if __name__ == "__main__":

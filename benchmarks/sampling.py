@@ -79,8 +79,10 @@ def main() -> None:
         for batch in batches:
             labels = [i % pipe.config.num_classes for i in range(batch)]
             repeats = 1 if steps == 1000 else 3
-            seconds = timeit(lambda: pipe.generate(labels, sampler=sampler, steps=steps, seed=0), repeats=repeats,
-                             warmup=0 if steps == 1000 else 1)
+            def run(labels=labels, sampler=sampler, steps=steps):
+                return pipe.generate(labels, sampler=sampler, steps=steps, seed=0)
+
+            seconds = timeit(run, repeats=repeats, warmup=0 if steps == 1000 else 1)
             gflops = passes * batch * steps * flops_per_image / seconds / 1e9
             row = {"sampler": sampler, "steps": steps, "batch": batch, "seconds": seconds,
                    "images_per_s": batch / seconds, "ms_per_call": 1000 * seconds / steps, "gflops": gflops,

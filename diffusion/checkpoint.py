@@ -26,6 +26,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_NAME = "training.json"  # how the model was trained (written by training, read by the model card)
 HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png", "*.json", "examples/*"]
+MAX_WEIGHTS_BYTES = 1 << 30  # refuse weight files over 1 GiB: far beyond any small-image model
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -77,6 +78,9 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing; a model directory holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    if weights.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise CheckpointError(f"{weights}: {weights.stat().st_size / 2**20:.0f} MB, over the {MAX_WEIGHTS_BYTES >> 20} "
+                              f"MB this tool loads")
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -105,14 +109,19 @@ def is_hub_repo_id(name: str) -> bool:
     return bool(REPO_ID_PATTERN.match(name)) and ".." not in name and not name.endswith((".", "-"))
 
 
-def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
+def resolve_model_dir(name_or_path: str | Path, revision: str | None = None, source: str = "auto") -> Path:
     """A local model directory as is, or a Hub repo id downloaded (config, weights, card, examples) into the local
-    Hugging Face cache with huggingface_hub.snapshot_download."""
+    Hugging Face cache with huggingface_hub.snapshot_download. source: "auto" (a local directory if one exists,
+    else the Hub), "local" or "hub" (never touches the local file system: for names that come from users)."""
+    if source not in ("auto", "local", "hub"):
+        raise ValueError(f"source must be 'auto', 'local' or 'hub', got {source!r}")
     if not str(name_or_path).strip():
         raise CheckpointError("empty model name: pass a model directory or a Hub repo id (owner/name)")
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
+    if source != "hub" and path.is_dir():
         return path
+    if source == "local":
+        raise CheckpointError(f"{path}: not a directory")
     name = str(name_or_path)
     if not is_hub_repo_id(name):
         raise CheckpointError(f"{name!r} is neither a local model directory nor a Hugging Face Hub repo id of the "
@@ -120,6 +129,7 @@ def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> 
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    check_hub_size(name, revision)
     try:
         return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=HUB_FILES))
     except RepositoryNotFoundError as e:
@@ -129,3 +139,20 @@ def resolve_model_dir(name_or_path: str | Path, revision: str | None = None) -> 
                               f"cache ({e.__class__.__name__})") from e
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot download {name!r} from the Hugging Face Hub: {e}") from e
+
+
+def check_hub_size(repo_id: str, revision: str | None = None) -> None:
+    """Refuse a Hub repo whose weights exceed MAX_WEIGHTS_BYTES before downloading anything. Offline (or when the
+    metadata cannot be fetched) this check is skipped: snapshot_download then reads the local cache only."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.is_offline_mode():
+        return
+    try:
+        info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+    except Exception:  # noqa: BLE001 - errors are reported by snapshot_download, which runs next
+        return
+    for f in info.siblings or []:
+        if f.rfilename == WEIGHTS_NAME and (f.size or 0) > MAX_WEIGHTS_BYTES:
+            raise CheckpointError(f"{repo_id}: {WEIGHTS_NAME} is {f.size / 2**20:.0f} MB, over the "
+                                  f"{MAX_WEIGHTS_BYTES >> 20} MB this tool loads")

@@ -16,6 +16,8 @@ from .schedules import PREDICTION_TYPES, SCHEDULE_NAMES, PredictionType, Schedul
 from .unet import UNetConfig
 
 FORMAT_VERSION = 1
+# Bounds that keep a hostile or mistyped config.json (e.g. from a Hub repo) from allocating the machine away.
+MAX_TIMESTEPS, MAX_IMAGE_SIZE, MAX_CLASSES, MAX_LEVELS, MAX_RES_BLOCKS, MAX_WIDTH = 10_000, 256, 1000, 6, 8, 1024
 ARCHITECTURES = ("unet",)
 SamplerName = Literal["ddim", "ddpm"]
 Spacing = Literal["leading", "trailing", "linspace"]
@@ -62,13 +64,31 @@ class DiffusionConfig:
         return self.unet.num_classes
 
     def validate(self) -> None:
+        """Raise ConfigError naming the first problem (wrong types included)."""
+        try:
+            self._check()
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"invalid value: {e}") from e
+
+    def _check(self) -> None:
         if self.format_version != FORMAT_VERSION:
             raise ConfigError(f"format_version {self.format_version} is not supported (this code reads "
                               f"{FORMAT_VERSION})")
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"unknown architecture {self.architecture!r}; this version builds {ARCHITECTURES}")
-        if not isinstance(self.num_timesteps, int) or self.num_timesteps < 1:
-            raise ConfigError(f"num_timesteps must be a positive integer, got {self.num_timesteps!r}")
+        self.unet.validate()
+        if not isinstance(self.num_timesteps, int) or not 1 <= self.num_timesteps <= MAX_TIMESTEPS:
+            raise ConfigError(f"num_timesteps must be an integer in [1, {MAX_TIMESTEPS}], got {self.num_timesteps!r}")
+        u = self.unet
+        if (u.image_size > MAX_IMAGE_SIZE or u.num_classes > MAX_CLASSES or len(u.channel_mult) > MAX_LEVELS
+                or u.num_res_blocks > MAX_RES_BLOCKS or u.base_channels * max(u.channel_mult, default=1) > MAX_WIDTH):
+            raise ConfigError(f"network too large for this tool: image_size <= {MAX_IMAGE_SIZE}, num_classes <= "
+                              f"{MAX_CLASSES}, <= {MAX_LEVELS} levels, <= {MAX_RES_BLOCKS} blocks per level, width "
+                              f"<= {MAX_WIDTH}")
+        if not isinstance(self.class_names, list) or not all(isinstance(c, str) for c in self.class_names):
+            raise ConfigError("class_names must be a list of strings")
         if self.schedule not in SCHEDULE_NAMES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULE_NAMES}")
         if self.prediction_type not in PREDICTION_TYPES:
@@ -84,10 +104,6 @@ class DiffusionConfig:
         if not (0.0 <= s.eta <= 1.0) or not math.isfinite(s.guidance_scale):
             raise ConfigError(f"sampling defaults: eta must be in [0, 1] and guidance_scale finite, got "
                               f"{s.eta!r}, {s.guidance_scale!r}")
-        try:
-            self.unet.validate()
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +121,7 @@ class DiffusionConfig:
             unet = UNetConfig(**_known(UNetConfig, data.pop("unet", {}), "unet"))
             sampling = SamplingDefaults(**_known(SamplingDefaults, data.pop("sampling", {}), "sampling"))
             config = cls(unet=unet, sampling=sampling, **_known(cls, data, "top level"))
-        except TypeError as e:
+        except TypeError as e:  # a missing or misspelt constructor argument
             raise ConfigError(str(e)) from e
         config.validate()
         return config

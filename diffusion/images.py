@@ -1,10 +1,15 @@
-"""Image utilities: tensors in [0, 1] to uint8 arrays, PIL grids, PNG and GIF files (all writes atomic).
+"""Image utilities: tensors in [0, 1] to uint8 arrays, PIL grids, display grids, PNG and GIF files (all writes
+atomic), and a bounded folder for result files.
 
 Usage: save_png(make_grid(images, nrow=10), "grid.png"); save_gif([grid0, grid1, ...], "reverse.gif")
 """
 
 from __future__ import annotations
 
+import math
+import tempfile
+import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +45,53 @@ def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2, scale: 
         top, left = padding + r * (H + padding), padding + c * (W + padding)
         grid[:, top:top + H, left:left + W] = images[i].detach().float().cpu()
     return to_pil(to_uint8(grid[None])[0], scale)
+
+
+def grid_array(images: Tensor, display_size: int) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (h, w, 3) uint8 grid with 1-pixel white lines, nearest-upscaled by the largest
+    integer factor that keeps its longer side within display_size."""
+    N, C, H, W = images.shape
+    cols = max(1, math.ceil(math.sqrt(N)))
+    rows = math.ceil(N / cols)
+    scale = max(1, display_size // max(rows * (H + 1) + 1, cols * (W + 1) + 1))
+    return np.asarray(make_grid(images, nrow=cols, padding=1, scale=scale).convert("RGB"))
+
+
+def side_by_side(*arrays: np.ndarray, gap: int = 8) -> np.ndarray:
+    """(h_i, w_i, 3) uint8 arrays left to right, bottom-padded to one height, separated by white gaps."""
+    H = max(a.shape[0] for a in arrays)
+    parts = []
+    for i, a in enumerate(arrays):
+        if i:
+            parts.append(np.full((H, gap, 3), 255, np.uint8))
+        parts.append(np.pad(a, ((0, H - a.shape[0]), (0, 0), (0, 0)), constant_values=255))
+    return np.concatenate(parts, axis=1)
+
+
+class OutputFiles:
+    """Result files (PNG, GIF) in a private temporary folder of this process, pruned to the newest `keep`."""
+
+    def __init__(self, folder: str | Path | None = None, keep: int = 400):
+        self.folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="diffusion-lab-"))
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def path(self, stem: str, suffix: str) -> Path:
+        """A fresh path for a new file; the oldest finished files beyond `keep` are deleted."""
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            finished = []
+            for p in self.folder.iterdir():
+                if p.name.startswith("."):  # a write under way (atomic_write's temp file)
+                    continue
+                try:
+                    finished.append((p.stat().st_mtime, p))
+                except FileNotFoundError:
+                    continue
+            finished.sort()
+            for _, old in finished[:max(0, len(finished) - self.keep + 1)]:
+                old.unlink(missing_ok=True)
+            return self.folder / f"{stem}-{uuid.uuid4().hex[:10]}{suffix}"
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

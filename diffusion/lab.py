@@ -1,183 +1,36 @@
-"""The work behind the Gradio app, as plain typed functions that tests call directly: input validation with
-messages that name the allowed values, live generation, the DDPM-vs-DDIM race, and the forward-process explorer.
+"""The work behind the Gradio app, as plain typed functions that tests call directly: live generation, the
+DDPM-vs-DDIM race, the forward-process explorer and model information. Inputs are checked by diffusion.inputs.
 
 Streaming functions are generators yielding dataclasses; app.py only maps them onto components.
 
-Usage: for update in generate_stream(registry, "fashion-mnist", "ddim", 20, 0.0, 2.0, 0, False, 4, "class",
-                                     "Trouser", "Bag", 0.5): ...
+Usage: for update in generate_stream(registry, OutputFiles(), "fashion-mnist", "ddim", 20, 0.0, 2.0, 0, False, 4,
+                                     "class", "Trouser", "Bag", 0.5): ...
 """
 
 from __future__ import annotations
 
+import json
 import math
-import secrets
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
-from .checkpoint import CheckpointError
 from .guidance import make_denoiser
-from .images import save_gif, save_png, to_pil
+from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
+from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
+                     load_upload, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
-from .registry import ModelNotFound, ModelRegistry
+from .registry import ModelRegistry
 from .samplers import StepInfo
 
 ProgressFn = Callable[[float, str], None]
-CLASS_MODES = ("class", "mix", "none")
-SAMPLERS = ("ddim", "ddpm")
 STRIP_STEPS = (5, 10, 20, 50, 100)
-SEED_MAX = 2**31 - 1
-
-
-class InputError(ValueError):
-    """Bad input from a user; the message says what is allowed. The app shows it as an error, never crashes."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Caps that keep a 2-vCPU server responsive: one request can hold the CPU for about half a minute at most."""
-
-    max_images: int = 16
-    max_compare_images: int = 4
-    max_work: int = 16_000  # images x sampling steps per request (DDPM 1000 steps x 16 images)
-    max_upload_bytes: int = 10 * 2**20
-    max_upload_pixels: int = 4096 * 4096
-    max_hub_id_length: int = 96
-    display_size: int = 320  # pixels of the longer side of a live image
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# input validation
-
-
-def check_int(name: str, value, lo: int, hi: int) -> int:
-    """An integer in [lo, hi]; accepts integral floats (what JSON clients send), rejects bools, NaN, strings."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
-    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
-        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
-    if not lo <= int(value) <= hi:
-        raise InputError(f"{name} must be an integer from {lo} to {hi}, got {_show(value)}")
-    return int(value)
-
-
-def check_float(name: str, value, lo: float, hi: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo <= value <= hi:
-        raise InputError(f"{name} must be a number from {lo:g} to {hi:g}, got {_show(value)}")
-    return float(value)
-
-
-def check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise InputError(f"{name} must be true or false, got {_show(value)}")
-    return value
-
-
-def check_choice(name: str, value, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {_show(value)}")
-    return value
-
-
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def get_model(registry: ModelRegistry, name, limits: Limits) -> Pipeline:
-    if not isinstance(name, str) or not name.strip():
-        raise InputError(f"choose a model: {', '.join(registry.names()) or '(none found)'}")
-    if len(name) > limits.max_hub_id_length:
-        raise InputError(f"model name too long ({len(name)} characters; at most {limits.max_hub_id_length})")
-    try:
-        return registry.get(name)
-    except (ModelNotFound, CheckpointError) as e:
-        raise InputError(str(e)) from e
-
-
-def resolve_seed(seed, random_seed: bool) -> int:
-    if check_bool("random seed", random_seed):
-        return secrets.randbelow(SEED_MAX + 1)
-    return check_int("seed", seed, 0, SEED_MAX)
-
-
-def class_context(pipe: Pipeline, mode: str, class_a, class_b, mix) -> list[float]:
-    """One context vector from the UI's class panel: a class, a mix (1 - w) a + w b, or no class."""
-    names = pipe.class_names
-    if not names:
-        return []
-    mode = check_choice("class mode", mode, CLASS_MODES)
-    w = check_float("mix weight", mix, 0.0, 1.0)
-    vector = [0.0] * len(names)
-    if mode == "none":
-        return vector
-    a = check_choice("class", class_a, names)
-    if mode == "class":
-        vector[names.index(a)] = 1.0
-        return vector
-    b = check_choice("second class", class_b, names)
-    vector[names.index(a)] += 1.0 - w
-    vector[names.index(b)] += w
-    return vector
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# images and files
-
-
-def grid_array(images: Tensor, display_size: int) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> (rows * H * s, cols * W * s, 3) uint8 grid, nearest-upscaled to ~display_size."""
-    N, C, H, W = images.shape
-    cols = max(1, math.ceil(math.sqrt(N)))
-    rows = math.ceil(N / cols)
-    x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    if C == 1:
-        x = x.expand(N, 3, H, W)
-    canvas = torch.full((3, rows * (H + 1) + 1, cols * (W + 1) + 1), 255, dtype=torch.uint8)
-    for i in range(N):
-        r, c = divmod(i, cols)
-        canvas[:, 1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = x[i]
-    scale = max(1, display_size // max(canvas.shape[1], canvas.shape[2]))
-    out = canvas.permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(out.repeat(scale, axis=0).repeat(scale, axis=1))
-
-
-def side_by_side(*arrays: np.ndarray, gap: int = 8) -> np.ndarray:
-    """Arrays of equal height, left to right, separated by white gaps."""
-    H = max(a.shape[0] for a in arrays)
-    parts = []
-    for i, a in enumerate(arrays):
-        if i:
-            parts.append(np.full((H, gap, 3), 255, np.uint8))
-        parts.append(np.pad(a, ((0, H - a.shape[0]), (0, 0), (0, 0)), constant_values=255))
-    return np.concatenate(parts, axis=1)
-
-
-class OutputFiles:
-    """Result files (PNG, GIF) in one temporary folder, pruned to the newest `keep` files."""
-
-    def __init__(self, folder: str | Path | None = None, keep: int = 400):
-        self.folder = Path(folder or Path(tempfile.gettempdir()) / "diffusion-lab-outputs")
-        self.keep = keep
-
-    def path(self, stem: str, suffix: str) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        files = sorted(self.folder.glob("*"), key=lambda p: p.stat().st_mtime)
-        for old in files[:max(0, len(files) - self.keep + 1)]:
-            old.unlink(missing_ok=True)
-        return self.folder / f"{stem}-{uuid.uuid4().hex[:10]}{suffix}"
-
-
-OUTPUTS = OutputFiles()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -194,23 +47,11 @@ class GenerateUpdate:
     gif_path: str | None = None
 
 
-def check_sampling(pipe: Pipeline, sampler, steps, eta, guidance_scale) -> tuple[str, int, float, float]:
-    T = pipe.config.num_timesteps
-    return (check_choice("sampler", sampler, SAMPLERS), check_int("steps", steps, 1, T),
-            check_float("eta", eta, 0.0, 1.0), check_float("guidance scale", guidance_scale, 0.0, 20.0))
-
-
-def check_work(images: int, steps: int, limits: Limits) -> None:
-    if images * steps > limits.max_work:
-        raise InputError(f"{images} images x {steps} steps is too much work for this server: keep images x steps "
-                         f"at or below {limits.max_work} (e.g. fewer images, or DDIM with fewer steps)")
-
-
 def stream_every(steps: int, max_frames: int = 60) -> int:
     return max(1, math.ceil(steps / max_frames))
 
 
-def generate_stream(registry: ModelRegistry, model: str, sampler: str, steps: int, eta: float,
+def generate_stream(registry: ModelRegistry, outputs: OutputFiles, model: str, sampler: str, steps: int, eta: float,
                     guidance_scale: float, seed: int, random_seed: bool, num_images: int, class_mode: str,
                     class_a: str, class_b: str, mix: float, limits: Limits = Limits(),
                     progress: ProgressFn | None = None) -> Iterator[GenerateUpdate]:
@@ -218,7 +59,7 @@ def generate_stream(registry: ModelRegistry, model: str, sampler: str, steps: in
     pipe = get_model(registry, model, limits)
     sampler, steps, eta, guidance_scale = check_sampling(pipe, sampler, steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_images)
-    check_work(n, steps, limits)
+    check_work(n, steps, guidance_scale, limits)
     context = class_context(pipe, class_mode, class_a, class_b, mix)
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
@@ -244,8 +85,8 @@ def generate_stream(registry: ModelRegistry, model: str, sampler: str, steps: in
     elapsed = time.perf_counter() - start
     assert last is not None
     final = grid_array(to_unit_range(last.x_prev), limits.display_size)
-    png = save_png(Image.fromarray(final), OUTPUTS.path("samples", ".png"))
-    gif = save_gif(frames, OUTPUTS.path("denoising", ".gif"))
+    png = save_png(Image.fromarray(final), outputs.path("samples", ".png"))
+    gif = save_gif(frames, outputs.path("denoising", ".gif"))
     yield GenerateUpdate(live,
                          f"**{sampler.upper()} · {steps} steps · {n} image{'s' if n > 1 else ''}** in "
                          f"{elapsed:.2f} s ({steps / elapsed:.1f} steps/s) · seed {seed}", seed, final,
@@ -313,7 +154,7 @@ def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_st
     _, ddim_steps, eta, guidance_scale = check_sampling(pipe, "ddim", ddim_steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_compare_images)
     strip_steps = [s for s in STRIP_STEPS if s <= T]
-    check_work(n, ddpm_steps + ddim_steps + sum(strip_steps), limits)
+    check_work(n, ddpm_steps + ddim_steps + sum(strip_steps), guidance_scale, limits)
     context = class_context(pipe, class_mode, class_a, class_b, mix)
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
@@ -367,7 +208,9 @@ class ForwardResult:
 
 def example_choices(pipe: Pipeline) -> list[str]:
     """Names of the real example images shipped with a model (examples/<class index>_<n>.png)."""
-    folder = Path(getattr(pipe, "directory", "")) / "examples"
+    if pipe.directory is None:
+        return []
+    folder = Path(pipe.directory) / "examples"
     names = []
     for p in sorted(folder.glob("*.png")):
         k, _, i = p.stem.partition("_")
@@ -379,34 +222,10 @@ def example_choices(pipe: Pipeline) -> list[str]:
 def load_example(pipe: Pipeline, name: str) -> tuple[Image.Image, int | None]:
     choices = example_choices(pipe)
     if name not in choices:
-        raise InputError(f"unknown example {_show(name)}; choose one of {', '.join(choices) or '(none shipped)'}")
+        raise InputError(f"unknown example {show(name)}; choose one of {', '.join(choices) or '(none shipped)'}")
     class_name, _, i = name.rpartition(" #")
     k = pipe.class_names.index(class_name)
     return Image.open(Path(pipe.directory) / "examples" / f"{k}_{i}.png"), k
-
-
-def load_upload(path, limits: Limits) -> Image.Image:
-    """Open an uploaded file as an image, refusing non-images, huge files and decompression bombs."""
-    if not isinstance(path, (str, Path)) or not Path(path).is_file():
-        raise InputError("the upload is not a readable file")
-    size = Path(path).stat().st_size
-    if size > limits.max_upload_bytes:
-        raise InputError(f"the upload is {size / 2**20:.1f} MB; at most {limits.max_upload_bytes / 2**20:.0f} MB")
-    try:
-        image = Image.open(path)
-        if image.width * image.height > limits.max_upload_pixels:
-            raise InputError(f"the upload is {image.width}x{image.height} pixels; at most "
-                             f"{limits.max_upload_pixels} pixels")
-        image.load()
-    except InputError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise InputError(f"the upload has too many pixels (decompression bomb guard); at most "
-                         f"{limits.max_upload_pixels} pixels") from e
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InputError(f"the upload is not an image this app can read (PNG, JPEG, WebP, GIF, BMP): "
-                         f"{e.__class__.__name__}") from e
-    return image
 
 
 def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
@@ -420,7 +239,7 @@ def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
-def forward_process(registry: ModelRegistry, model: str, example: str | None, upload: str | None, t: int,
+def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, example: str | None, upload: str | None, t: int,
                     seed: int, limits: Limits = Limits()) -> ForwardResult:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for a real image, the model's one-step predictions of
     x0 and eps from x_t (with the image's class when known), and a GIF of the whole forward process."""
@@ -459,7 +278,7 @@ def forward_process(registry: ModelRegistry, model: str, example: str | None, up
     for tf in np.linspace(0, T - 1, 40).round().astype(int):
         xf = s.q_sample(x0, torch.tensor([int(tf)], device=pipe.device), noise)
         frames.append(to_pil(grid_array(to_unit_range(xf), size), 1))
-    gif = save_gif(frames, OUTPUTS.path("forward", ".gif"), duration_ms=60)
+    gif = save_gif(frames, outputs.path("forward", ".gif"), duration_ms=60)
     return ForwardResult(grid_array(to_unit_range(x0), size), grid_array(to_unit_range(x_t), size),
                          grid_array(to_unit_range(x0_hat), size), noise_view, info, str(gif))
 
@@ -470,9 +289,9 @@ def forward_process(registry: ModelRegistry, model: str, example: str | None, up
 
 def evaluation_rows(pipe: Pipeline) -> list[dict]:
     """The model card's evaluation table (evaluation.json in the model directory) as plot rows; [] if none."""
-    import json
-
-    path = Path(getattr(pipe, "directory", "")) / "evaluation.json"
+    if pipe.directory is None:
+        return []
+    path = Path(pipe.directory) / "evaluation.json"
     try:
         evaluation = json.loads(path.read_text())
         rows = evaluation["rows"]

@@ -43,6 +43,20 @@ def evaluation_table(evaluation: dict) -> str:
     return "\n".join(lines)
 
 
+def training_lines(training: dict) -> list[str]:
+    """Markdown lines of a training.json, earlier runs it was initialised from (fine-tuning) first."""
+    lines = []
+    if isinstance(training.get("init_from"), dict):
+        lines += training_lines(training["init_from"]) + ["", "Then, starting from those weights:", ""]
+    val = training.get("val_loss")
+    lines += [f"Command: `{training.get('command', '?')}`", "",
+              f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
+              f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
+              f"{training.get('hardware', '?')}; validation loss at the end "
+              f"{'n/a' if val is None else f'{val:.4f}'}."]
+    return lines
+
+
 def model_card(directory: str | Path) -> str:
     directory = Path(directory)
     config = load_config(directory)
@@ -83,11 +97,7 @@ def model_card(directory: str | Path) -> str:
         f"{training.get('parameters', '?')} parameters; exported weights are the EMA.",
     ]
     if training:
-        body += ["", "## Training", "",
-                 f"Command: `{training.get('command', '?')}`", "",
-                 f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
-                 f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
-                 f"{training.get('hardware', '?')}; final validation loss {training.get('val_loss', float('nan')):.4f}."]
+        body += ["", "## Training", ""] + training_lines(training)
     if evaluation:
         body += ["", "## Evaluation", "",
                  f"`python -m diffusion.evaluate` with a classifier trained on the {config.dataset} train split "

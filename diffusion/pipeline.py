@@ -9,7 +9,7 @@ Usage:
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+import secrets
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
@@ -43,10 +43,11 @@ class Pipeline:
                  precision: Precision = "auto", source: str = ""):
         config.validate()
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model = model.to(self.device).eval()  # note: moves and switches the given module to eval mode
         self.config = config
         self.schedule = NoiseSchedule.from_name(config.schedule, config.num_timesteps, config.beta_start,
-                                                config.beta_end)
+                                                config.beta_end).to(self.device)
+        self.directory: Path | None = None  # the model directory, when loaded from one
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         use_bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(self.device))
@@ -55,9 +56,10 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, device: str | torch.device = "cpu",
-                        precision: Precision = "auto", revision: str | None = None) -> Pipeline:
-        """A local model directory, or a Hub repo id ('owner/name') fetched with huggingface_hub."""
-        directory = resolve_model_dir(name_or_path, revision)
+                        precision: Precision = "auto", revision: str | None = None, source: str = "auto") -> Pipeline:
+        """A local model directory, or a Hub repo id ('owner/name') fetched with huggingface_hub. source "hub" or
+        "local" restricts where the name is looked up (see checkpoint.resolve_model_dir)."""
+        directory = resolve_model_dir(name_or_path, revision, source)
         config, model = load_model_dir(directory)
         pipe = cls(model, config, device=device, precision=precision, source=str(name_or_path))
         pipe.directory = directory
@@ -109,7 +111,7 @@ class Pipeline:
     def noise(self, n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Starting noise x_T ~ N(0, I), (n, C, H, W), drawn on the CPU so a seed gives the same noise anywhere."""
         if generator is None:
-            generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+            generator = torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         return torch.randn((n, *self.image_shape), generator=generator).to(self.device)
 
     def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
@@ -138,7 +140,7 @@ class Pipeline:
             raise ValueError(f"the number of images must be at least 1, got {N!r}")
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
             raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+        generator = torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         if x_T is None:
             x_T = self.noise(N, generator=generator)
         elif tuple(x_T.shape) != (N, *self.image_shape):
@@ -165,16 +167,9 @@ class Pipeline:
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
                                                      guidance_scale=guidance_scale, spacing=spacing, seed=seed,
                                                      x_T=x_T)
-        # One autocast context around the whole loop: the bf16 copies of the weights are made once, not per step.
-        with torch.inference_mode(), self.autocast():
+        with torch.inference_mode():
             x0 = sample(denoise, x_T, plan, generator=generator, callback=callback)
         return to_unit_range(x0)
-
-    def autocast(self):
-        """The network's precision context (bf16 autocast, or nothing for fp32)."""
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
         """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last
@@ -188,6 +183,11 @@ class Pipeline:
             if info is None:
                 return
             yield info
+
+
+def fresh_seed() -> int:
+    """A random seed that leaves torch's global RNG alone."""
+    return secrets.randbits(63)
 
 
 def to_unit_range(x: Tensor) -> Tensor:

@@ -33,7 +33,8 @@ class ModelRegistry:
             if not is_hub_repo_id(h):
                 raise ModelNotFound(f"{h!r} is not a Hugging Face Hub repo id of the form 'owner/name'")
         self._cache: OrderedDict[str, Pipeline] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cache and the per-name locks, never held while loading
+        self._loading: dict[str, threading.Lock] = {}
 
     def _discover(self) -> dict[str, Path]:
         """Sub-directories of root holding a config.json that parses as a diffusion model config."""
@@ -60,21 +61,35 @@ class ModelRegistry:
         if not isinstance(name, str) or not name.strip():
             raise ModelNotFound(f"choose a model: {', '.join(self.names()) or '(none found)'}")
         name = name.strip()
+        if name not in self._local and not (is_hub_repo_id(name) and (self.allow_any_hub_id or name in self._hub)):
+            raise ModelNotFound(f"unknown model {name[:100]!r}: choose one of {', '.join(self.names())}"
+                                + (" or type a Hugging Face Hub repo id (owner/name)" if self.allow_any_hub_id
+                                   else ""))
         with self._lock:
             if name in self._cache:
                 self._cache.move_to_end(name)
                 return self._cache[name]
-            if name in self._local:
-                pipe = Pipeline.from_pretrained(self._local[name], device=self.device, precision=self.precision)
-            elif is_hub_repo_id(name) and (self.allow_any_hub_id or name in self._hub):
-                pipe = Pipeline.from_pretrained(name, device=self.device, precision=self.precision)
-                if name not in self._hub:
+            name_lock = self._loading.setdefault(name, threading.Lock())
+        with name_lock:  # one load per name at a time; other models keep serving meanwhile
+            with self._lock:
+                if name in self._cache:
+                    return self._cache[name]
+            try:
+                pipe = self._load(name)
+            finally:
+                with self._lock:
+                    self._loading.pop(name, None)
+            with self._lock:
+                if name not in self._local and name not in self._hub:
                     self._hub.append(name)
-            else:
-                raise ModelNotFound(f"unknown model {name[:100]!r}: choose one of {', '.join(self.names())}"
-                                    + (" or type a Hugging Face Hub repo id (owner/name)" if self.allow_any_hub_id
-                                       else ""))
-            self._cache[name] = pipe
-            while len(self._cache) > self.max_loaded:
-                self._cache.popitem(last=False)
+                self._cache[name] = pipe
+                while len(self._cache) > self.max_loaded:
+                    self._cache.popitem(last=False)
             return pipe
+
+    def _load(self, name: str) -> Pipeline:
+        if name in self._local:
+            return Pipeline.from_pretrained(self._local[name], device=self.device, precision=self.precision,
+                                            source="local")
+        # a Hub id typed by a user: looked up on the Hub only, never as a local path
+        return Pipeline.from_pretrained(name, device=self.device, precision=self.precision, source="hub")

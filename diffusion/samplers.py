@@ -119,7 +119,7 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
     if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
     ts = timesteps(schedule.num_timesteps, steps, spacing)
-    ab = schedule.alphas_cumprod.to(torch.float64)
+    ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     coef_x0, coef_eps, sigma = [], [], []
     for t, t_prev in time_pairs(ts):
         # 1. alpha_bar at the current and the previous timestep (alpha_bar_{-1} = 1: clean data)

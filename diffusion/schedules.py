@@ -9,7 +9,7 @@ Usage: schedule = NoiseSchedule.from_name("cosine", 1000); x_t = schedule.q_samp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
 import torch
@@ -65,7 +65,7 @@ def make_betas(name: str, T: int, beta_start: float = 1e-4, beta_end: float = 0.
 
 def broadcast(values: Tensor, t: Tensor, ndim: int) -> Tensor:
     """values[t] for a (B,) index tensor t, shaped (B, 1, ..., 1) with `ndim` dims to broadcast against x."""
-    out = values.to(t.device)[t]
+    out = values[t] if values.device == t.device else values.to(t.device)[t]
     return out.reshape(t.shape[0], *([1] * (ndim - 1)))
 
 
@@ -110,6 +110,10 @@ class NoiseSchedule:
     def from_name(cls, name: str, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
         return cls.from_betas(make_betas(name, T, beta_start, beta_end))
 
+    def to(self, device: str | torch.device) -> NoiseSchedule:
+        """The same schedule with every tensor on `device` (so nothing is copied per sampling step)."""
+        return NoiseSchedule(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     @property
     def num_timesteps(self) -> int:
         return len(self.betas)
@@ -122,7 +126,7 @@ class NoiseSchedule:
         T = self.num_timesteps
         if not timesteps or any(b <= a for a, b in zip(timesteps, timesteps[1:])) or timesteps[0] < 0 or timesteps[-1] >= T:
             raise ValueError(f"timesteps must be strictly increasing integers in [0, {T - 1}]")
-        alphas_cumprod = torch.cumprod(1.0 - self.betas.to(torch.float64), dim=0)[timesteps]
+        alphas_cumprod = self.alphas_cumprod.to("cpu", torch.float64)[timesteps]  # the alpha_bar every sampler uses
         prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
         return NoiseSchedule.from_betas(1.0 - alphas_cumprod / prev)
 
@@ -156,5 +160,5 @@ class NoiseSchedule:
 
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t), (B,)."""
-        ab = self.alphas_cumprod.to(t.device)[t]
+        ab = broadcast(self.alphas_cumprod, t, 1)
         return ab / (1.0 - ab)

@@ -1,7 +1,6 @@
-"""The training loop: denoising loss (Ho et al. 2020, Alg. 1) with epsilon- or v-prediction, optional Min-SNR-gamma
-loss weighting (Hang et al. 2023, arXiv:2303.09556), classifier-free-guidance context dropout, AdamW with warm-up
-and cosine decay, gradient clipping, EMA weights, bf16 autocast, data-parallel training under torchrun (DDP),
-atomic resumable checkpoints and the exported model directory.
+"""The training loop: the denoising loss of diffusion.losses, classifier-free-guidance context dropout (Ho &
+Salimans 2022), AdamW with warm-up and cosine decay, gradient clipping, EMA weights, bf16 autocast, data-parallel
+training under torchrun (DDP), atomic resumable checkpoints and the exported model directory with its card.
 
 Randomness is a pure function of (seed, step, rank): each step draws its noise, timesteps, context drops and flips
 from a generator seeded with those, and each epoch's data order from (seed, epoch). A resumed run therefore
@@ -12,7 +11,6 @@ Usage: train(TrainConfig(dataset="digits", max_steps=200, output_dir="runs/digit
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -26,15 +24,17 @@ from typing import Literal
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import TRAINING_NAME, atomic_write, save_model_dir
+from .ema import EMA
+from .losses import diffusion_loss
+from .model_card import write_model_card
 from .config import DiffusionConfig, SamplingDefaults
 from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
-from .schedules import NoiseSchedule, broadcast
+from .schedules import NoiseSchedule
 from .unet import UNet, UNetConfig
 
 STATE_NAME = "state.pt"
@@ -96,6 +96,7 @@ class TrainConfig:
     save_every: int = 1000
     sample_every: int = 2000
     resume: bool = False
+    init_from: str | None = None  # start a new run from the weights (model and EMA) of another run's state.pt
     push_to_hub: str | None = None
     progress: bool = True
 
@@ -137,39 +138,7 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# loss, EMA, learning rate
-
-
-def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: Tensor, context: Tensor | None, t: Tensor,
-                   noise: Tensor, prediction_type: str, loss_weighting: str = "none", snr_gamma: float = 5.0) -> Tensor:
-    """Ho et al. Alg. 1: x_t = q_sample(x0, t, eps); regress the network onto eps (or v). Min-SNR-gamma weights
-    each timestep's MSE by min(SNR, gamma) / SNR (epsilon) or min(SNR, gamma) / (SNR + 1) (v), which equals
-    min(SNR, gamma) in x0-space (Hang et al. 2023, eq. 6-7). x0, noise: (B, C, H, W); t: (B,); returns a scalar."""
-    x_t = schedule.q_sample(x0, t, noise)
-    target = noise if prediction_type == "epsilon" else schedule.v_target(x0, t, noise)
-    out = model(x_t, t, context).float()
-    per_image = F.mse_loss(out, target, reduction="none").mean(dim=(1, 2, 3))  # (B,)
-    if loss_weighting == "min_snr":
-        snr = schedule.snr(t)
-        clipped = snr.clamp(max=snr_gamma)
-        per_image = per_image * (clipped / snr if prediction_type == "epsilon" else clipped / (snr + 1))
-    return per_image.mean()
-
-
-class EMA:
-    """Exponential moving average of parameters, decay warmed up as min(decay, (1 + n) / (10 + n))."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        ema_params = list(self.model.parameters())
-        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - d)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+# learning rate and randomness
 
 
 def learning_rate(step: int, cfg: TrainConfig, total_steps: int) -> float:
@@ -210,6 +179,8 @@ def init_distributed(device: str) -> Dist:
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return Dist()
     backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per process
     dist.init_process_group(backend)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -261,9 +232,12 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.dist = init_distributed(cfg.device)
-        self.device = torch.device(f"cuda:{self.dist.local_rank}" if cfg.device == "cuda" and self.dist.world_size > 1
-                                   else cfg.device)
-        torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
+        if self.dist.world_size > 1 and cfg.device.startswith("cuda"):
+            self.device = torch.device(f"cuda:{self.dist.local_rank}")  # torchrun: each process its own GPU
+        else:
+            self.device = torch.device(cfg.device)
+        if cfg.num_threads or self.dist.world_size > 1:  # processes on one machine share its cores
+            torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // self.dist.world_size))
         self.out = Path(cfg.output_dir)
         self.train_set = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.download)
         try:
@@ -297,6 +271,8 @@ class Trainer:
                 stale.unlink(missing_ok=True)
         if cfg.resume and (self.out / STATE_NAME).exists():
             self._restore(load_state(self.out))
+        elif cfg.init_from:
+            self._init_weights(Path(cfg.init_from))
         elif cfg.resume:
             self.log_print(f"--resume: no {STATE_NAME} in {self.out}, starting a new run")
         self.ddp_model = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index]
@@ -307,6 +283,8 @@ class Trainer:
         saved = state["config"]
         differing = [f"{k}: run has {saved.get(k)!r}, given {getattr(self.cfg, k)!r}"
                      for k in RUN_DEFINING if saved.get(k) != getattr(self.cfg, k)]
+        if state.get("world_size", 1) != self.dist.world_size:  # data shards and per-rank noise depend on it
+            differing.append(f"processes: run has {state.get('world_size', 1)}, given {self.dist.world_size}")
         if differing:
             raise TrainingError(f"--resume: settings differ from the run in {self.out}: {'; '.join(differing)}. "
                                 f"Resume with the same settings or start a new --output-dir")
@@ -316,7 +294,26 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         torch.set_rng_state(state["torch_rng"])
+        if self.dist.is_main:  # records written after the checkpoint are redone: drop them from the log
+            log = self.out / LOG_NAME
+            if log.exists():
+                kept = [line for line in log.read_text().splitlines() if line.strip()
+                        and json.loads(line).get("step", 0) <= self.step]
+                atomic_write(log, lambda p: p.write_text("".join(k + "\n" for k in kept)))
         self.log_print(f"resumed {self.out} at step {self.step}/{self.total_steps}")
+
+    def _init_weights(self, run: Path) -> None:
+        """Fine-tuning: the network and EMA weights of another run (same architecture); a fresh optimiser, step 0."""
+        try:
+            state = load_state(run)
+        except FileNotFoundError as e:
+            raise TrainingError(f"--init-from {run}: no {STATE_NAME} there") from e
+        try:
+            self.model.load_state_dict(state["model"], strict=True)
+            self.ema.model.load_state_dict(state["ema"], strict=True)
+        except (KeyError, RuntimeError) as e:
+            raise TrainingError(f"--init-from {run}: its weights do not fit this architecture ({e})") from e
+        self.log_print(f"initialised from {run} (its step {state.get('step')})")
 
     def log_print(self, message: str) -> None:
         if self.dist.is_main:
@@ -384,7 +381,7 @@ class Trainer:
         """Training state (resumable) and the exported EMA model directory, each written atomically."""
         state = {"config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
                  "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}
+                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(), "world_size": self.dist.world_size}
         save_state(self.out, state)
         model_dir = self.out / MODEL_DIR_NAME
         save_model_dir(model_dir, self.diffusion_config, self.ema.model.state_dict())
@@ -393,6 +390,9 @@ class Trainer:
                   "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                   "processes": self.dist.world_size, "parameters": sum(p.numel() for p in self.model.parameters()),
                   "val_loss": self.last_val_loss, "train_config": dataclasses.asdict(self.cfg)}
+        if self.cfg.init_from:  # the run this one continued from, so the whole history travels with the model
+            source = Path(self.cfg.init_from) / MODEL_DIR_NAME / TRAINING_NAME
+            record["init_from"] = json.loads(source.read_text()) if source.exists() else self.cfg.init_from
         atomic_write(model_dir / TRAINING_NAME, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
 
     def write_samples(self) -> None:
@@ -443,22 +443,25 @@ class Trainer:
                     continue
                 if progress is not None:
                     progress.update(1)
-                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                sample_now = self.step % cfg.sample_every == 0 or self.step == self.total_steps
+                if sample_now:
+                    self.last_val_loss = self.validation_loss()
+                if self.step % cfg.log_every == 0 or sample_now:
                     now = time.perf_counter()
                     img_s = window_images / (now - window_start)
                     window_start, window_images = now, 0
                     record = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss,
                               "lr": learning_rate(self.step - 1, cfg, self.total_steps), "img_per_s": img_s,
                               "elapsed_s": self.elapsed}
-                    if self.step % cfg.sample_every == 0 or self.step == self.total_steps:
-                        record["val_loss"] = self.last_val_loss = self.validation_loss()
+                    if sample_now:
+                        record["val_loss"] = self.last_val_loss
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     if progress is not None:
                         progress.set_postfix(loss=f"{loss:.4f}", img_s=f"{img_s:.0f}")
                 if self.step % cfg.save_every == 0 or self.step == self.total_steps:
                     self.save()
-                if self.step % cfg.sample_every == 0 or self.step == self.total_steps:
+                if sample_now:
                     self.write_samples()
                     self.model.train()
         finally:
@@ -471,6 +474,7 @@ class Trainer:
         model_dir = self.out / MODEL_DIR_NAME
         if self.dist.is_main:
             save_examples(self.val_set or self.train_set, model_dir / "examples")
+            write_model_card(model_dir)  # without evaluation; diffusion.release adds it
             self.log_print(f"done: {self.step} steps, {self.elapsed / 60:.1f} min of training; model in {model_dir}")
         return model_dir
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,11 +43,9 @@ def tiny_model_dir(tmp_path):
     return save_model_dir(tmp_path / "tiny", config, model.state_dict())
 
 
-def make_checkpoints(root, name: str = "tiny") -> "Path":
+def make_checkpoints(root, name: str = "tiny") -> Path:
     """root/<name>/ as the app expects a shipped model: config, weights, real example images."""
-    from pathlib import Path
-
-    from diffusion.data import save_examples, load_dataset
+    from diffusion.data import load_dataset, save_examples
 
     config = tiny_config()
     directory = save_model_dir(Path(root) / name, config, randomised(UNet(config.unet)).state_dict())

@@ -1,6 +1,5 @@
 """The running app, driven over HTTP by gradio_client (as any API user would) and by a real headless browser."""
 
-import math
 import shutil
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def test_endpoints_are_named(client):
 def test_generate_over_http(client):
     live, status, final, png, gif, seed = generate(client)
     assert "DDIM · 5 steps" in status and seed == 3
-    assert Image.open(final).size == Image.open(live).size[::1] or Image.open(final).size[0] > 16
+    assert Image.open(final).size[0] > 100 and Image.open(live).size[0] > Image.open(final).size[0]  # x_t | x0
     assert Image.open(png).format == "PNG" and Image.open(gif).n_frames == 5
     again = generate(client)
     assert np.array_equal(np.asarray(Image.open(again[2])), np.asarray(Image.open(final)))  # same seed, same image

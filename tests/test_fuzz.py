@@ -20,7 +20,7 @@ from diffusion.registry import ModelRegistry
 from .conftest import make_checkpoints
 from .test_app import raw_call
 
-GENERIC = "has not enabled verbose error reporting"
+INTERNAL = "Sorry, that failed"  # what user_errors says when a handler crashed: must never happen for bad input
 GENERATE = dict(model="tiny", sampler="ddim", steps=4, eta=0.0, guidance_scale=2.0, seed=5, random_seed=False,
                 num_images=2, class_mode="class", class_a="class 1", class_b="class 2", mix=0.5)
 COMPARE = dict(model="tiny", ddpm_steps=10, ddim_steps=4, eta=0.0, guidance_scale=2.0, seed=5, random_seed=False,
@@ -62,10 +62,11 @@ def call(client, api, defaults, **bad):
 
 
 def assert_clear_error(client, api, defaults, **bad):
-    with pytest.raises((AppError, ValueError)) as info:
+    """The server (not the client library) refuses the input with a message, and did not crash on it."""
+    with pytest.raises(AppError) as info:
         call(client, api, defaults, **bad)
     message = str(info.value)
-    assert GENERIC not in message and len(message) > 15, message
+    assert INTERNAL not in message and "Traceback" not in message and len(message) > 15, message
     return message
 
 
@@ -112,10 +113,6 @@ BAD = [
                                                           for a, _, b in BAD])
 def test_bad_input_gets_a_clear_error(client, api, defaults, bad):
     assert_clear_error(client, api, defaults, **bad)
-
-
-def test_at_least_fifty_bad_inputs_are_covered():
-    assert len(BAD) + len(NON_FINITE) * 3 >= 50
 
 
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]

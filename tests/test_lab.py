@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from diffusion import lab
-from diffusion.lab import InputError, Limits
+from diffusion.images import OutputFiles, grid_array
+from diffusion.inputs import InputError, Limits, class_context
 from diffusion.registry import ModelRegistry
 
 GOOD = dict(model="tiny", sampler="ddim", steps=5, eta=0.0, guidance_scale=2.0, seed=1, random_seed=False,
@@ -19,8 +20,13 @@ def registry(checkpoints):
     return ModelRegistry(checkpoints, precision="fp32")
 
 
-def test_generate_streams_and_finishes(registry):
-    updates = list(lab.generate_stream(registry, **GOOD))
+@pytest.fixture
+def outputs(tmp_path):
+    return OutputFiles(tmp_path / "outputs", keep=50)
+
+
+def test_generate_streams_and_finishes(registry, outputs):
+    updates = list(lab.generate_stream(registry, outputs, **GOOD))
     assert len(updates) == 5  # one live frame per step, the last with the results
     assert all(u.final is None for u in updates[:-1])
     last = updates[-1]
@@ -29,33 +35,33 @@ def test_generate_streams_and_finishes(registry):
     assert Image.open(last.png_path).size[0] > 16
     gif = Image.open(last.gif_path)
     assert gif.n_frames == 5
-    again = list(lab.generate_stream(registry, **GOOD))[-1]
+    again = list(lab.generate_stream(registry, outputs, **GOOD))[-1]
     assert np.array_equal(again.final, last.final)  # fixed seed -> same images
 
 
-def test_random_seed_is_reported(registry):
-    a = list(lab.generate_stream(registry, **{**GOOD, "random_seed": True}))[-1]
+def test_random_seed_is_reported(registry, outputs):
+    a = list(lab.generate_stream(registry, outputs, **{**GOOD, "random_seed": True}))[-1]
     assert f"seed {a.seed}" in a.status
-    fixed = list(lab.generate_stream(registry, **{**GOOD, "seed": a.seed}))[-1]
+    fixed = list(lab.generate_stream(registry, outputs, **{**GOOD, "seed": a.seed}))[-1]
     assert np.array_equal(fixed.final, a.final)  # the reported seed reproduces the random result
 
 
-def test_class_panel_modes(registry):
+def test_class_panel_modes(registry, outputs):
     pipe = registry.get("tiny")
-    assert lab.class_context(pipe, "class", "class 2", "class 0", 0.3) == [0.0, 0.0, 1.0]
-    assert lab.class_context(pipe, "mix", "class 2", "class 0", 0.25) == [0.25, 0.0, 0.75]
-    assert lab.class_context(pipe, "none", None, None, 0.5) == [0.0, 0.0, 0.0]
-    mixed = list(lab.generate_stream(registry, **{**GOOD, "class_mode": "mix"}))[-1]
-    plain = list(lab.generate_stream(registry, **GOOD))[-1]
+    assert class_context(pipe, "class", "class 2", "class 0", 0.3) == [0.0, 0.0, 1.0]
+    assert class_context(pipe, "mix", "class 2", "class 0", 0.25) == [0.25, 0.0, 0.75]
+    assert class_context(pipe, "none", None, None, 0.5) == [0.0, 0.0, 0.0]
+    mixed = list(lab.generate_stream(registry, outputs, **{**GOOD, "class_mode": "mix"}))[-1]
+    plain = list(lab.generate_stream(registry, outputs, **GOOD))[-1]
     assert not np.array_equal(mixed.final, plain.final)
 
 
-def test_ddpm_with_fewer_steps(registry):
-    last = list(lab.generate_stream(registry, **{**GOOD, "sampler": "ddpm", "steps": 10}))[-1]
+def test_ddpm_with_fewer_steps(registry, outputs):
+    last = list(lab.generate_stream(registry, outputs, **{**GOOD, "sampler": "ddpm", "steps": 10}))[-1]
     assert "DDPM · 10 steps" in last.status
 
 
-def test_compare_races_from_the_same_noise(registry):
+def test_compare_races_from_the_same_noise(registry, outputs):
     updates = list(lab.compare_stream(registry, "tiny", 50, 5, 0.0, 2.0, 3, False, 2, "class", "class 0",
                                       "class 1", 0.5))
     last = updates[-1]
@@ -71,25 +77,25 @@ def test_compare_races_from_the_same_noise(registry):
     pipe = registry.get("tiny")
     x_T = pipe.noise(2, seed=3)
     again = pipe.generate([[1.0, 0, 0]] * 2, sampler="ddim", steps=5, guidance_scale=2.0, seed=3, x_T=x_T)
-    assert np.array_equal(last.strip[0][0], lab.grid_array(again, Limits().display_size // 2))
+    assert np.array_equal(last.strip[0][0], grid_array(again, Limits().display_size // 2))
 
 
-def test_forward_process(registry):
+def test_forward_process(registry, outputs):
     pipe = registry.get("tiny")
     examples = lab.example_choices(pipe)
     assert examples[0] == "class 0 #0" and len(examples) == 6
-    r = lab.forward_process(registry, "tiny", examples[2], None, 0, 0)
+    r = lab.forward_process(registry, outputs, "tiny", examples[2], None, 0, 0)
     assert "t = 0 of 50" in r.info and "class context: class 1" in r.info
     clean_vs_t0 = np.abs(r.x0.astype(int) - r.x_t.astype(int)).mean()
-    r_late = lab.forward_process(registry, "tiny", examples[2], None, 49, 0)
+    r_late = lab.forward_process(registry, outputs, "tiny", examples[2], None, 49, 0)
     assert clean_vs_t0 < np.abs(r_late.x0.astype(int) - r_late.x_t.astype(int)).mean()
     assert Image.open(r.gif_path).n_frames == 40
 
 
-def test_forward_with_upload(registry, tmp_path):
+def test_forward_with_upload(registry, outputs, tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path)
-    r = lab.forward_process(registry, "tiny", None, str(path), 10, 0)
+    r = lab.forward_process(registry, outputs, "tiny", None, str(path), 10, 0)
     assert "no class context" in r.info
 
 
@@ -112,42 +118,70 @@ def test_forward_with_upload(registry, tmp_path):
     (dict(model=""), "choose a model"),
     (dict(num_images=16, sampler="ddpm", steps=50, mix=0.5), None),
 ])
-def test_bad_input_gets_a_clear_error(registry, bad, message):
+def test_bad_input_gets_a_clear_error(registry, outputs, bad, message):
     args = {**GOOD, **bad}
     if message is None:  # within limits: runs
-        assert list(lab.generate_stream(registry, **args))[-1].final is not None
+        assert list(lab.generate_stream(registry, outputs, **args))[-1].final is not None
         return
     with pytest.raises(InputError, match=message):
-        list(lab.generate_stream(registry, **args))
+        list(lab.generate_stream(registry, outputs, **args))
 
 
-def test_work_cap(checkpoints):
-    registry = ModelRegistry(checkpoints, precision="fp32")
+def test_work_cap(registry, outputs):
     with pytest.raises(InputError, match="too much work"):
-        list(lab.generate_stream(registry, **{**GOOD, "steps": 50, "num_images": 16}, limits=Limits(max_work=100)))
+        list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16},
+                                 limits=Limits(max_work=100)))
+    with pytest.raises(InputError, match=r"x 2 \(guidance\)"):
+        list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16},
+                                 limits=Limits(max_work=1000)))
+    last = list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16,
+                                                          "guidance_scale": 1.0}, limits=Limits(max_work=1000)))[-1]
+    assert last.final is not None  # without guidance the same request is half the work
 
 
 @pytest.mark.parametrize("content, message", [
     (b"not an image at all", "not an image"),
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not an image"),
 ])
-def test_bad_uploads(registry, tmp_path, content, message):
+def test_bad_uploads(registry, outputs, tmp_path, content, message):
     path = tmp_path / "upload.png"
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
-        lab.forward_process(registry, "tiny", None, str(path), 10, 0)
+        lab.forward_process(registry, outputs, "tiny", None, str(path), 10, 0)
 
 
-def test_oversized_upload(registry, tmp_path):
+def test_oversized_upload(registry, outputs, tmp_path):
     big = tmp_path / "big.png"
     Image.new("L", (3000, 3000)).save(big)
     with pytest.raises(InputError, match="at most 1000000 pixels"):
-        lab.forward_process(registry, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_pixels=10**6))
+        lab.forward_process(registry, outputs, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_pixels=10**6))
     with pytest.raises(InputError, match="at most 0 MB"):
-        lab.forward_process(registry, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_bytes=10))
+        lab.forward_process(registry, outputs, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_bytes=10))
 
 
-def test_model_info(registry):
+def test_model_info(registry, outputs):
     pipe = registry.get("tiny")
     assert "3 classes" in lab.model_summary(pipe)
     assert lab.evaluation_rows(pipe) == []
+
+
+def test_a_broken_model_directory_does_not_stop_the_app(checkpoints):
+    broken = checkpoints / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"unet": {"dropout": "lots"}}')
+    registry = ModelRegistry(checkpoints)
+    assert registry.names() == ["tiny"]  # skipped, the rest is served
+
+
+def test_output_files_are_bounded(tmp_path):
+    outputs = OutputFiles(tmp_path / "out", keep=3)
+    paths = []
+    for i in range(6):
+        p = outputs.path("x", ".png")
+        p.write_bytes(b"png")
+        paths.append(p)
+    (tmp_path / "out" / ".y.png.tmp").write_bytes(b"in flight")
+    outputs.path("x", ".png")
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert len(names - {".y.png.tmp"}) <= 3 and ".y.png.tmp" in names  # other writes are left alone
+    assert paths[-1].name in names and paths[0].name not in names

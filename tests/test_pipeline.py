@@ -72,6 +72,28 @@ def test_guidance_batches_both_passes_and_mixes_them(tiny_model_dir):
     assert calls == [4]  # conditional and unconditional in one batch of 2B
 
 
+def test_iter_generate_from_other_threads_matches_generate(tiny_model_dir):
+    """The app advances iter_generate from Gradio's worker threads: each step must carry its own inference mode."""
+    import threading
+
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    expected = pipe.generate([0, 2], steps=6, seed=9)
+    steps = pipe.iter_generate([0, 2], steps=6, seed=9)
+    last = []
+
+    def advance(k):
+        for _ in range(k):
+            last.append(next(steps))
+
+    for k in (2, 3, 1):
+        worker = threading.Thread(target=advance, args=(k,))
+        worker.start()
+        worker.join()
+    assert len(last) == 6 and last[-1].t_prev == -1
+    assert torch.equal((last[-1].x_prev + 1).div(2).clamp(0, 1), expected)
+    assert torch.is_grad_enabled()  # nothing leaked into this thread
+
+
 def test_bf16_agrees_with_fp32(tiny_model_dir):
     fp32 = Pipeline.from_pretrained(tiny_model_dir, precision="fp32").generate([0, 1, 2], steps=5, seed=0)
     bf16 = Pipeline.from_pretrained(tiny_model_dir, precision="bf16").generate([0, 1, 2], steps=5, seed=0)

@@ -36,6 +36,17 @@ def test_cosine_follows_nichol_dhariwal():
     assert float(cosine_betas(T).max()) == pytest.approx(0.999)
 
 
+def test_sigmoid_follows_rin():
+    """Jabri et al. 2022, Alg. 1: alpha_bar(t) = (-sigmoid((t (end - start) + start) / tau) + v_end) / (v_end - v_start)."""
+    T, start, end, tau = 1000, -3.0, 3.0, 1.0
+    sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    ab = torch.cumprod(1 - make_betas("sigmoid", T), 0)
+    for t in (0, 250, 500, 900):
+        u = (t + 1) / T
+        expected = (-sig((u * (end - start) + start) / tau) + sig(end / tau)) / (sig(end / tau) - sig(start / tau))
+        assert math.isclose(float(ab[t]), expected, rel_tol=1e-9)
+
+
 def test_float64_computation_is_kept():
     # alpha_bar is computed in float64 and only stored as float32: relative error at float32 rounding level.
     s = NoiseSchedule.from_name("linear", 1000)

@@ -67,6 +67,8 @@ def test_resume_continues_exactly(tmp_path):
     assert [g["lr"] for g in resumed.optimizer.param_groups] == [learning_rate(19, resumed.cfg, 40)]
     resumed.run()
     assert resumed.step == 40
+    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == 40  # steps redone after the resume are logged once
     for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k  # bit-identical to the uninterrupted run
     for a, b in zip(straight.ema.model.state_dict().values(), resumed.ema.model.state_dict().values()):
@@ -172,3 +174,16 @@ def test_push_to_hub_uploads_the_model_dir(tmp_path, monkeypatch):
 
     with pytest.raises(CheckpointError, match="not a Hugging Face Hub repo id"):
         push_model_dir(model_dir, "../../x")
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(tmp_path):
+    source = Trainer(tiny_run(tmp_path / "src", max_steps=10))
+    source.run()
+    tuned = Trainer(tiny_run(tmp_path / "tuned", max_steps=10, lr=1e-4, init_from=str(tmp_path / "src")))
+    assert tuned.step == 0
+    for a, b in zip(source.model.state_dict().values(), tuned.model.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(TrainingError, match="no state.pt there"):
+        Trainer(tiny_run(tmp_path / "x", init_from=str(tmp_path / "nowhere")))
+    with pytest.raises(TrainingError, match="do not fit this architecture"):
+        Trainer(tiny_run(tmp_path / "y", base_channels=32, init_from=str(tmp_path / "src")))
