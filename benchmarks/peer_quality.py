@@ -114,7 +114,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         acc, feats = score(classifier, images, labels)
         fd = frechet_distance(feats, test_feats)
-        rows[name] = {"accuracy": acc, "fd": fd, "fd_ratio": fd / floor.frechet_distance, "sample_s": seconds}
+        rows[name] = {"accuracy": acc, "fd": fd, "fd_ratio": fd / floor.frechet_distance, "sample_s": seconds,
+                      "seconds_per_image": seconds / len(labels)}
     print(f"machine: {machine()}")
     print(f"budget {args.minutes:g} min each: ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min, peer {peer_steps} "
           f"steps in {peer_time / 60:.1f} min (batch 128); floor FD {floor.frechet_distance:.3f}")

@@ -54,6 +54,8 @@ def training_lines(training: dict) -> list[str]:
               f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
               f"{training.get('hardware', '?')}; validation loss at the end "
               f"{'n/a' if val is None else f'{val:.4f}'}."]
+    if training.get("wall_time_note"):
+        lines += ["", f"({training['wall_time_note']})"]
     return lines
 
 

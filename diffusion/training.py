@@ -294,6 +294,8 @@ class Trainer:
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.dist.is_main:  # records written after the checkpoint are redone: drop them from the log
             log = self.out / LOG_NAME
             if log.exists():
@@ -382,6 +384,8 @@ class Trainer:
         state = {"config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
                  "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(), "world_size": self.dist.world_size}
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_state(self.out, state)
         model_dir = self.out / MODEL_DIR_NAME
         save_model_dir(model_dir, self.diffusion_config, self.ema.model.state_dict())

@@ -1,0 +1,66 @@
+"""Plot evaluated quality against sampling wall time for every sampler and step count of the shipped models
+(their evaluation.json), with the diffusers peer from benchmarks/results/peer_quality.json when present.
+
+Usage: python benchmarks/plot_quality.py [--out docs/quality_vs_time.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def label(row: dict) -> str:
+    if row["sampler"] == "ddpm":
+        return f"DDPM {row['steps']}"
+    return f"DDIM {row['steps']}" + (f" η={row['eta']:g}" if row["eta"] else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(ROOT / "docs" / "quality_vs_time.png"), help="PNG to write")
+    args = parser.parse_args()
+    fig, (ax_fd, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    markers = {"ddim": "o", "ddpm": "s"}
+    for model_dir, colour in zip(sorted((ROOT / "checkpoints").glob("*/evaluation.json")), ["C0", "C1", "C2"]):
+        evaluation = json.loads(model_dir.read_text())
+        name = model_dir.parent.name
+        for r in evaluation["rows"]:
+            ms = 1000 * r["seconds_per_image"]
+            for ax, y in ((ax_fd, r["fd_ratio"]), (ax_acc, r["accuracy"])):
+                ax.scatter(ms, y, color=colour, marker=markers[r["sampler"]], s=36)
+                ax.annotate(label(r), (ms, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax_fd.scatter([], [], color=colour, label=f"{name} (guidance {evaluation['rows'][0]['guidance_scale']:g})")
+    peer = ROOT / "benchmarks" / "results" / "peer_quality.json"
+    if peer.exists():
+        p = json.loads(peer.read_text())["rows"].get("peer")
+        if p:
+            ms = 1000 * p["seconds_per_image"]
+            ax_fd.scatter(ms, p["fd_ratio"], color="C3", marker="x", s=50, label="diffusers peer, DDIM 50")
+            ax_acc.scatter(ms, p["accuracy"], color="C3", marker="x", s=50)
+    ax_fd.axhline(1.5, color="grey", lw=0.8, ls="--")
+    ax_fd.text(ax_fd.get_xlim()[0], 1.5, " 1.5x floor (target)", va="bottom", fontsize=7, color="grey")
+    ax_acc.axhline(0.95, color="grey", lw=0.8, ls="--")
+    for ax, title in ((ax_fd, "Frechet distance / real-data floor (lower is better)"),
+                      (ax_acc, "class accuracy of generated images")):
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling wall time per image, ms (log scale, batch 50, 2 CPU cores)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    ax_fd.legend(fontsize=8)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
