@@ -123,8 +123,8 @@ class Handlers:
     def generate(self, model: str, sampler: str, steps: int, eta: float, guidance_scale: float, seed: int,
                  random_seed: bool, num_images: int, class_mode: str, class_a: str, class_b: str, mix: float,
                  progress=gr.Progress()):
-        for u in lab.generate_stream(self.registry, self.outputs, model, sampler, steps, eta, guidance_scale, seed, random_seed,
-                                     num_images, class_mode, class_a, class_b, mix, self.limits,
+        for u in lab.generate_stream(self.registry, self.outputs, model, sampler, steps, eta, guidance_scale, seed,
+                                     random_seed, num_images, class_mode, class_a, class_b, mix, self.limits,
                                      progress=lambda f, d: progress(f, desc=d)):
             if u.final is None:
                 yield u.live, u.status, gr.skip(), gr.skip(), gr.skip(), u.seed

@@ -13,6 +13,7 @@ Usage: python benchmarks/peer_quality.py [--minutes 20] [--ours fast|default] [-
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -97,6 +98,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = args.save_ours or str(Path(tmp) / "ours")
         ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else {})
+        if args.save_ours:  # say in the model's training record how its step count was chosen
+            record_path = Path(out) / "model" / "training.json"
+            record = json.loads(record_path.read_text())
+            record["wall_time_note"] = (f"trained by `python {' '.join(sys.argv)}`: the step count is what fits in "
+                                        f"{args.minutes:g} minutes, the budget the diffusers peer got in the same run")
+            record_path.write_text(json.dumps(record, indent=2) + "\n")
     peer, peer_steps, peer_time = train_peer(budget)
     rows = {}
     for name, make in [
@@ -117,13 +124,13 @@ def main() -> None:
         rows[name] = {"accuracy": acc, "fd": fd, "fd_ratio": fd / floor.frechet_distance, "sample_s": seconds,
                       "seconds_per_image": seconds / len(labels)}
     print(f"machine: {machine()}")
-    print(f"budget {args.minutes:g} min each: ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min, peer {peer_steps} "
-          f"steps in {peer_time / 60:.1f} min (batch 128); floor FD {floor.frechet_distance:.3f}")
+    print(f"budget {args.minutes:g} min each: ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min, "
+          f"peer {peer_steps} steps in {peer_time / 60:.1f} min (batch 128); floor FD {floor.frechet_distance:.3f}")
     for name, r in rows.items():
         print(f"{name:18s} DDIM 50: accuracy {r['accuracy']:.3f}, FD {r['fd']:.3f} ({r['fd_ratio']:.2f}x floor), "
               f"sampling {r['sample_s']:.1f} s for {len(labels)} images")
-    write_result("peer_quality", {"minutes": args.minutes, "ours": args.ours, "ours_steps": our_steps, "peer_steps": peer_steps,
-                                  "ours_train_s": our_time, "peer_train_s": peer_time,
+    write_result("peer_quality", {"minutes": args.minutes, "ours": args.ours, "ours_steps": our_steps,
+                                  "peer_steps": peer_steps, "ours_train_s": our_time, "peer_train_s": peer_time,
                                   "floor": floor.frechet_distance, "rows": rows})
 
 

@@ -239,8 +239,8 @@ def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
-def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, example: str | None, upload: str | None, t: int,
-                    seed: int, limits: Limits = Limits()) -> ForwardResult:
+def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, example: str | None,
+                    upload: str | None, t: int, seed: int, limits: Limits = Limits()) -> ForwardResult:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for a real image, the model's one-step predictions of
     x0 and eps from x_t (with the image's class when known), and a GIF of the whole forward process."""
     pipe = get_model(registry, model, limits)

@@ -101,15 +101,18 @@ def model_card(directory: str | Path) -> str:
     if training:
         body += ["", "## Training", ""] + training_lines(training)
     if evaluation:
+        cls = evaluation["classifier"]
         body += ["", "## Evaluation", "",
                  f"`python -m diffusion.evaluate` with a classifier trained on the {config.dataset} train split "
-                 f"(test accuracy {evaluation['classifier']['test_accuracy']}); "
-                 f"{evaluation['per_class']} generated images per class against {evaluation['per_class']} real test "
-                 f"images per class; the Frechet distance uses the classifier's {evaluation['classifier']['feature_dim']}"
-                 f"-d penultimate features. The floor is the distance between real train and real test draws of the "
-                 f"same size. Wall time on {training.get('hardware', 'this machine')}, "
-                 f"batch {evaluation['batch_size']}, {evaluation['precision']}.", "",
+                 f"(test accuracy {cls['test_accuracy']}); {evaluation['per_class']} generated images per class "
+                 f"against {evaluation['per_class']} real test images per class; the Frechet distance uses the "
+                 f"classifier's {cls['feature_dim']}-d penultimate features. The floor is the distance between real "
+                 f"train and real test draws of the same size. Wall time on "
+                 f"{training.get('hardware', 'this machine')}, batch {evaluation['batch_size']}, "
+                 f"{evaluation['precision']}.", "",
                  evaluation_table(evaluation)]
+        if evaluation.get("command"):
+            body += ["", f"Evaluated (and the defaults picked) by `{evaluation['command']}`."]
     return "\n".join(header + [""] + body) + "\n"
 
 

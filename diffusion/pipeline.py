@@ -91,8 +91,8 @@ class Pipeline:
             if labels and all(isinstance(v, (int, type(None))) and not isinstance(v, bool) for v in labels):
                 bad = [v for v in labels if v is not None and not -1 <= v < K]
                 if bad:
-                    raise ValueError(f"class index {bad[0]} out of range: use 0..{K - 1} ({', '.join(self.class_names)})"
-                                     f" or -1/None for no class")
+                    raise ValueError(f"class index {bad[0]} out of range: use 0..{K - 1} "
+                                     f"({', '.join(self.class_names)}) or -1/None for no class")
                 ctx = torch.zeros(len(labels), K)
                 for i, v in enumerate(labels):
                     if v is not None and v >= 0:

@@ -124,7 +124,8 @@ class NoiseSchedule:
         so the respaced chain has exactly the marginals q(x_{s_i} | x_0) of the original one. Recomputed in float64
         from the original betas."""
         T = self.num_timesteps
-        if not timesteps or any(b <= a for a, b in zip(timesteps, timesteps[1:])) or timesteps[0] < 0 or timesteps[-1] >= T:
+        increasing = all(a < b for a, b in zip(timesteps, timesteps[1:]))
+        if not timesteps or not increasing or timesteps[0] < 0 or timesteps[-1] >= T:
             raise ValueError(f"timesteps must be strictly increasing integers in [0, {T - 1}]")
         alphas_cumprod = self.alphas_cumprod.to("cpu", torch.float64)[timesteps]  # the alpha_bar every sampler uses
         prev = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])

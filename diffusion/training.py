@@ -141,6 +141,22 @@ class TrainConfig:
 # learning rate and randomness
 
 
+def train_command(cfg: TrainConfig) -> str:
+    """The `python train.py ...` command that reproduces cfg (flags that differ from the defaults)."""
+    defaults, parts = TrainConfig(), ["python train.py"]
+    for f in dataclasses.fields(cfg):
+        value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if value == getattr(defaults, f.name) or f.name == "progress":
+            continue
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            parts.append(" ".join([flag, *map(str, value)]))
+        elif value is not None:
+            parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
 def learning_rate(step: int, cfg: TrainConfig, total_steps: int) -> float:
     """Linear warm-up to cfg.lr, then constant or cosine decay to 0 at total_steps."""
     if step < cfg.warmup_steps:
@@ -389,7 +405,9 @@ class Trainer:
         save_state(self.out, state)
         model_dir = self.out / MODEL_DIR_NAME
         save_model_dir(model_dir, self.diffusion_config, self.ema.model.state_dict())
-        record = {"command": "python " + " ".join(sys.argv), "steps": self.step,
+        launched_by_cli = Path(sys.argv[0]).name == "train.py"
+        record = {"command": "python " + " ".join(sys.argv) if launched_by_cli else train_command(self.cfg),
+                  "steps": self.step,
                   "epochs": self.step / self.steps_per_epoch, "batch_size": self.cfg.batch_size,
                   "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                   "processes": self.dist.world_size, "parameters": sum(p.numel() for p in self.model.parameters()),

@@ -179,7 +179,9 @@ class UNet(nn.Module):
         self.stem = nn.Conv2d(c.in_channels * p * p, widths[0], 3, padding=1)
 
         def attention(level: int, width: int) -> nn.Module:
-            return SelfAttention(width, c.attention_heads, c.norm_groups) if level in c.attention_levels else nn.Identity()
+            if level not in c.attention_levels:
+                return nn.Identity()
+            return SelfAttention(width, c.attention_heads, c.norm_groups)
 
         # Down path: skip widths recorded in the order they are pushed.
         self.down = nn.ModuleList()

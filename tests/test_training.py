@@ -131,6 +131,24 @@ def test_train_cli_help_and_run(tmp_path):
     assert main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--max-steps", "1"]) == 2
 
 
+@pytest.mark.parametrize("changes", [
+    {},
+    {"max_steps": 5000, "base_channels": 32, "channel_mult": [1, 2, 2], "norm_groups": 8, "output_dir": "runs/x"},
+    {"epochs": 3, "max_steps": None, "hflip": False, "lr": 3e-4, "loss_weighting": "none", "precision": "fp32"},
+    {"hflip": True, "attention_levels": [1], "init_from": "runs/a", "schedule": "linear", "beta_end": 0.03},
+])
+def test_the_recorded_train_command_reproduces_the_config(changes):
+    """training.json records a `python train.py ...` command even when a run was started from Python."""
+    import shlex
+
+    from train import config_from_args
+
+    cfg = TrainConfig(**changes)
+    command = training.train_command(cfg)
+    assert command.startswith("python train.py")
+    assert config_from_args(shlex.split(command)[2:]) == cfg
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
