@@ -106,11 +106,11 @@ def main() -> None:
           f"steps: fp32 {peer_fp32:.3f} s, bf16 {peer_bf16:.3f} s")
     print(f"ours 16 images x DDIM 50: {ours:.3f} s with guidance {w:g} (peer fp32 / ours = {peer_fp32 / ours:.1f}x), "
           f"{single:.3f} s without guidance ({peer_fp32 / single:.1f}x)")
-    write_result("sampling", {"model": args.model, "precision": precision, "guidance_scale": w,
-                              "flops_per_image_pass": flops_per_image, "ceiling": ceiling, "rows": rows,
-                              "ddpm1000_over_ddim50": ratio, "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16,
-                              "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
-                              "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
+    write_result(f"sampling-{Path(args.model).name}", {
+        "model": args.model, "precision": precision, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
+        "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio, "peer_fp32_s": peer_fp32,
+        "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
+        "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
 
 
 if __name__ == "__main__":
