@@ -138,8 +138,8 @@ def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def test_browser_generate_shows_the_result(server):
-    """Headless Chromium opens the page, clicks Generate and sees the result image; the screenshot is saved in
+def browser_generate(url: str, screenshot: str) -> None:
+    """Headless Chromium opens the page, clicks Generate and waits for the result image; saves a screenshot in
     artifacts/. Needs Debian's chromium (installed by .ci/run) and the playwright package."""
     playwright = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
@@ -152,15 +152,32 @@ def test_browser_generate_shows_the_result(server):
             "--no-first-run", "--disable-sync"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(server.local_url, wait_until="networkidle")
+            page.goto(url, wait_until="networkidle")
             page.get_by_role("button", name="Generate", exact=True).click()
             result = page.locator("[data-testid='image'] img, .image-container img").last
             page.wait_for_function(
                 "() => [...document.querySelectorAll('img')].some(i => i.src.includes('.png') && i.naturalWidth > 50)",
                 timeout=60_000)
             page.get_by_text("DDIM · ").first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "browser-generate.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
             assert result.count() >= 1
         finally:
             browser.close()
-    assert (ARTIFACTS / "browser-generate.png").stat().st_size > 10_000
+    assert (ARTIFACTS / screenshot).stat().st_size > 10_000
+
+
+def test_browser_generate_shows_the_result(server):
+    browser_generate(server.local_url, "browser-generate.png")
+
+
+def test_browser_on_the_shipped_models():
+    """The app as `python app.py` serves it (the shipped checkpoints/), in a real browser."""
+    root = Path(__file__).resolve().parent.parent / "checkpoints"
+    registry = ModelRegistry(root)
+    assert registry.default() == "fashion-mnist"
+    demo = build_demo(registry)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, **LAUNCH)
+    try:
+        browser_generate(demo.local_url, "browser-generate-shipped.png")
+    finally:
+        demo.close()
