@@ -34,6 +34,7 @@ def test_shipped_model(directory):
     default = [r for r in evaluation["rows"] if (r["sampler"], r["steps"], r["guidance_scale"]) ==
                (d.sampler, d.steps, d.guidance_scale)]
     assert default, "the saved sampling defaults were evaluated"
+    assert all(r["accuracy"] >= 0.95 for r in default), "the defaults reach the class-accuracy target"
     assert len(list((directory / "examples").glob("*.png"))) >= len(pipe.class_names)
     for f in directory.rglob("*"):
         assert f.stat().st_size < 50 * 2**20, f
