@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import FAST, PeerTrainer, machine, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
+from diffusion.checkpoint import TRAINING_NAME, atomic_write  # noqa: E402
 from diffusion.classifier import load_classifier  # noqa: E402
 from diffusion.data import load_dataset  # noqa: E402
 from diffusion.evaluate import balanced_subset, frechet_distance, real_floor, score  # noqa: E402
@@ -99,11 +100,11 @@ def main() -> None:
         out = args.save_ours or str(Path(tmp) / "ours")
         ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else {})
         if args.save_ours:  # say in the model's training record how its step count was chosen
-            record_path = Path(out) / "model" / "training.json"
+            record_path = Path(out) / "model" / TRAINING_NAME
             record = json.loads(record_path.read_text())
             record["wall_time_note"] = (f"trained by `python {' '.join(sys.argv)}`: the step count is what fits in "
                                         f"{args.minutes:g} minutes, the budget the diffusers peer got in the same run")
-            record_path.write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     peer, peer_steps, peer_time = train_peer(budget)
     rows = {}
     for name, make in [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -16,12 +17,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from diffusion.evaluate import SamplerSetting  # noqa: E402
 
 
 def label(row: dict) -> str:
-    if row["sampler"] == "ddpm":
-        return f"DDPM {row['steps']}"
-    return f"DDIM {row['steps']}" + (f" η={row['eta']:g}" if row["eta"] else "")
+    return SamplerSetting(row["sampler"], row["steps"], row["eta"]).short_label
 
 
 def main() -> None:

@@ -73,11 +73,14 @@ def main() -> None:
     print(f"model: {args.model}, {precision}, guidance {w:g} ({passes} passes per step, batched), "
           f"{flops_per_image / 1e6:.0f} MFLOP per image per pass")
 
+    def cycle_labels(batch: int) -> list[int]:
+        return [i % pipe.config.num_classes for i in range(batch)]
+
     rows = []
     batches = [16] if args.quick else [1, 16, 64]
     for sampler, steps in [("ddim", 10), ("ddim", 20), ("ddim", 50), ("ddpm", 1000)]:
         for batch in batches:
-            labels = [i % pipe.config.num_classes for i in range(batch)]
+            labels = cycle_labels(batch)
             repeats = 1 if steps == 1000 else 3
             def run(labels=labels, sampler=sampler, steps=steps):
                 return pipe.generate(labels, sampler=sampler, steps=steps, seed=0)
@@ -96,8 +99,8 @@ def main() -> None:
         return next(r["seconds"] for r in rows if (r["sampler"], r["steps"], r["batch"]) == (sampler, steps, batch))
 
     ratio = find("ddpm", 1000, 16) / find("ddim", 50, 16)
-    labels16 = [i % pipe.config.num_classes for i in range(16)]
-    single = timeit(lambda: pipe.generate(labels16, sampler="ddim", steps=50, guidance_scale=1.0, seed=0), repeats=3)
+    single = timeit(lambda: pipe.generate(cycle_labels(16), sampler="ddim", steps=50, guidance_scale=1.0, seed=0),
+                    repeats=3)
     peer_fp32, peer_flops = peer_ddim_seconds(bf16=False)
     peer_bf16, _ = peer_ddim_seconds(bf16=True)
     ours = find("ddim", 50, 16)

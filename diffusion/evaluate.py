@@ -88,6 +88,13 @@ class SamplerSetting:
             return f"DDPM {self.steps}" + (" (respaced)" if self.steps < 1000 else "")
         return f"DDIM {self.steps}, eta {self.eta:g}"
 
+    @property
+    def short_label(self) -> str:
+        """'DDPM 1000', 'DDIM 20', 'DDIM 50 eta 1': for charts (eta only where it is not 0)."""
+        if self.sampler == "ddpm" or not self.eta:
+            return f"{self.sampler.upper()} {self.steps}"
+        return f"DDIM {self.steps} eta {self.eta:g}"
+
 
 @dataclass
 class EvalRow:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .evaluate import SamplerSetting
 from .guidance import make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
 from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
@@ -300,7 +301,7 @@ def evaluation_rows(pipe: Pipeline) -> list[dict]:
     out = []
     for r in rows:
         try:
-            label = f"DDPM {r['steps']}" if r["sampler"] == "ddpm" else f"DDIM {r['steps']} (eta {r['eta']:g})"
+            label = SamplerSetting(r["sampler"], int(r["steps"]), float(r["eta"])).short_label
             out.append({"setting": label, "sampler": r["sampler"].upper(), "steps": int(r["steps"]),
                         "guidance": float(r["guidance_scale"]), "ms per image": 1000 * float(r["seconds_per_image"]),
                         "FD / floor": float(r["fd_ratio"]), "class accuracy": float(r["accuracy"])})
