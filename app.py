@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 
 from diffusion import lab  # noqa: E402
 from diffusion.images import OutputFiles  # noqa: E402
-from diffusion.inputs import CLASS_MODES, SEED_MAX, InputError, Limits, get_model  # noqa: E402
+from diffusion.inputs import CLASS_MODES, SAMPLERS, SEED_MAX, InputError, Limits, get_model  # noqa: E402
 from diffusion.registry import ModelRegistry  # noqa: E402
 
 CHECKPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
@@ -52,7 +52,12 @@ smooth, so it can jump over many timesteps at once: 20–50 calls instead of 100
 
 **Classifier-free guidance** (Ho & Salimans 2022) mixes the class-conditional and unconditional predictions:
 ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅); w > 1 makes the class stronger, w = 0 ignores it. A *mix* of two classes feeds the
-network a context vector with weights (1 − w, w) on them.
+network a context vector with weights (1 − w, w) on them. A model may apply guidance only over an interval of
+timesteps (Kynkäänniemi et al. 2024; shown in the model line): at the noisiest steps it would pull every sample of a
+class towards the same few shapes, so those steps run one plain conditional pass instead.
+
+**Timestep spacing.** Which timesteps a short run visits: *trailing* spreads them evenly and starts at pure noise;
+*quadratic* (DDIM paper, App. D.2) packs them at low noise, where the fine detail is settled.
 
 Live views show **x_t** (the current sample) on the left and the network's **prediction of x₀** on the right.
 """
@@ -174,7 +179,8 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                 with gr.Tabs():
                     with gr.Tab("Generate"):
                         with gr.Row():
-                            sampler = gr.Radio(["ddim", "ddpm"], value="ddim", label="Sampler")
+                            sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler",
+                                               info="dpm++ = DPM-Solver++(2M), second order")
                             steps = gr.Slider(1, 1000, value=20, step=1, label="Steps",
                                               info="DDPM with fewer than T steps is respaced")
                             eta = gr.Slider(0, 1, value=0.0, step=0.05, label="DDIM noise (eta)",

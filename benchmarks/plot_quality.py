@@ -1,5 +1,6 @@
 """Plot evaluated quality against sampling wall time for every sampler and step count of the shipped models
-(their evaluation.json), with the diffusers peer from benchmarks/results/peer_quality.json when present.
+(their evaluation.json, plus further `diffusion.evaluate --out benchmarks/results/eval-*.json` rows of the same
+models, e.g. other samplers), with the diffusers peer from benchmarks/results/peer_quality.json when present.
 
 Usage: python benchmarks/plot_quality.py [--out docs/quality_vs_time.png]
 """
@@ -26,21 +27,35 @@ def label(row: dict) -> str:
     return SamplerSetting(row["sampler"], row["steps"], row["eta"]).short_label
 
 
+def plot_rows(ax_fd, ax_acc, rows: list[dict], colour: str, markers: dict[str, str]) -> None:
+    for r in rows:
+        ms = 1000 * r["seconds_per_image"]
+        for ax, y in ((ax_fd, r["fd_ratio"]), (ax_acc, r["accuracy"])):
+            ax.scatter(ms, y, color=colour, marker=markers[r["sampler"]], s=36)
+            ax.annotate(label(r), (ms, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(ROOT / "docs" / "quality_vs_time.png"), help="PNG to write")
     args = parser.parse_args()
     fig, (ax_fd, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    markers = {"ddim": "o", "ddpm": "s"}
+    markers = {"ddim": "o", "ddpm": "s", "dpm++": "^"}
+    colours = {}
     for model_dir, colour in zip(sorted((ROOT / "checkpoints").glob("*/evaluation.json")), ["C0", "C1", "C2"]):
         evaluation = json.loads(model_dir.read_text())
         name = model_dir.parent.name
-        for r in evaluation["rows"]:
-            ms = 1000 * r["seconds_per_image"]
-            for ax, y in ((ax_fd, r["fd_ratio"]), (ax_acc, r["accuracy"])):
-                ax.scatter(ms, y, color=colour, marker=markers[r["sampler"]], s=36)
-                ax.annotate(label(r), (ms, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        colours[name] = colour
+        plot_rows(ax_fd, ax_acc, evaluation["rows"], colour, markers)
         ax_fd.scatter([], [], color=colour, label=f"{name} (guidance {evaluation['rows'][0]['guidance_scale']:g})")
+    for extra in sorted((ROOT / "benchmarks" / "results").glob("eval-*.json")):
+        evaluation = json.loads(extra.read_text())
+        colour = colours.get(Path(evaluation.get("model", "")).name)
+        if colour is not None:
+            plot_rows(ax_fd, ax_acc, evaluation["rows"], colour, markers)
+    for sampler, marker in markers.items():
+        ax_acc.scatter([], [], color="grey", marker=marker, label=SamplerSetting(sampler, 0).short_label[:-2])
+    ax_acc.legend(fontsize=8)
     peer = ROOT / "benchmarks" / "results" / "peer_quality.json"
     if peer.exists():
         p = json.loads(peer.read_text())["rows"].get("peer")

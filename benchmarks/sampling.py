@@ -1,9 +1,10 @@
 """Sampling speed of the shipped model against the diffusers peer, in one run.
 
 Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 and 64 (the model's default
-guidance, i.e. conditional + unconditional passes batched into one network call), time per network call, achieved
-GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul ceiling, the DDPM-1000 / DDIM-50 ratio,
-and the peer (diffusers UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
+guidance, i.e. conditional + unconditional passes batched into one network call, over the model's guidance
+interval), time per network call, achieved GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul
+ceiling, the DDPM-1000 / DDIM-50 ratio of wall time next to its ratio of network work, and the peer (diffusers
+UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
 
 Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick]
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ceiling import measure as measure_ceiling  # noqa: E402
 from common import machine, peer_unet, timeit, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
+from diffusion.samplers import make_plan  # noqa: E402
 
 
 def forward_flops(model, x, t, context) -> int:
@@ -54,6 +56,17 @@ def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[flo
     return timeit(run, repeats=3), counter.get_total_flops()
 
 
+def passes_per_image(pipe: Pipeline, sampler: str, steps: int) -> int:
+    """Network passes over one image in a run with the model's defaults: two at guided steps (conditional and
+    unconditional, batched), one at the others (outside the guidance interval, or no guidance at all)."""
+    d = pipe.config.sampling
+    if d.guidance_scale in (0.0, 1.0):
+        return steps
+    lo, hi = d.guidance_interval or (0, pipe.config.num_timesteps - 1)
+    plan = make_plan(sampler, pipe.schedule, steps, d.spacing)
+    return sum(2 if lo <= t <= hi else 1 for t, _ in plan.pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="checkpoints/fashion-mnist", help="model directory")
@@ -64,14 +77,15 @@ def main() -> None:
     print(f"ceiling: fp32 {ceiling['fp32_gflops']:.0f} GFLOP/s, bf16 {ceiling['bf16_gflops']:.0f} GFLOP/s")
 
     pipe = Pipeline.from_pretrained(args.model)  # precision "auto": bf16 where the CPU has native bf16
-    w = pipe.config.sampling.guidance_scale
-    passes = 2 if w not in (0.0, 1.0) else 1
+    d = pipe.config.sampling
+    w = d.guidance_scale
     C, H, W = pipe.image_shape
     flops_per_image = forward_flops(pipe.model, torch.zeros(1, C, H, W), torch.tensor([10]),
                                     torch.zeros(1, pipe.config.num_classes))
     precision = "bf16" if pipe.autocast_dtype is not None else "fp32"
-    print(f"model: {args.model}, {precision}, guidance {w:g} ({passes} passes per step, batched), "
-          f"{flops_per_image / 1e6:.0f} MFLOP per image per pass")
+    where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
+    print(f"model: {args.model}, {precision}, guidance {w:g} {where} (2 passes per guided step, batched), "
+          f"{d.spacing} spacing, {flops_per_image / 1e6:.0f} MFLOP per image per pass")
 
     def cycle_labels(batch: int) -> list[int]:
         return [i % pipe.config.num_classes for i in range(batch)]
@@ -86,8 +100,9 @@ def main() -> None:
                 return pipe.generate(labels, sampler=sampler, steps=steps, seed=0)
 
             seconds = timeit(run, repeats=repeats, warmup=0 if steps == 1000 else 1)
-            gflops = passes * batch * steps * flops_per_image / seconds / 1e9
-            row = {"sampler": sampler, "steps": steps, "batch": batch, "seconds": seconds,
+            passes = passes_per_image(pipe, sampler, steps)
+            gflops = passes * batch * flops_per_image / seconds / 1e9
+            row = {"sampler": sampler, "steps": steps, "batch": batch, "seconds": seconds, "passes_per_image": passes,
                    "images_per_s": batch / seconds, "ms_per_call": 1000 * seconds / steps, "gflops": gflops,
                    "fraction_of_bf16_ceiling": gflops / ceiling["bf16_gflops"]}
             rows.append(row)
@@ -99,19 +114,22 @@ def main() -> None:
         return next(r["seconds"] for r in rows if (r["sampler"], r["steps"], r["batch"]) == (sampler, steps, batch))
 
     ratio = find("ddpm", 1000, 16) / find("ddim", 50, 16)
+    work_ratio = passes_per_image(pipe, "ddpm", 1000) / passes_per_image(pipe, "ddim", 50)
     single = timeit(lambda: pipe.generate(cycle_labels(16), sampler="ddim", steps=50, guidance_scale=1.0, seed=0),
                     repeats=3)
     peer_fp32, peer_flops = peer_ddim_seconds(bf16=False)
     peer_bf16, _ = peer_ddim_seconds(bf16=True)
     ours = find("ddim", 50, 16)
-    print(f"DDPM 1000 / DDIM 50 wall time (batch 16): {ratio:.1f}")
+    print(f"DDPM 1000 / DDIM 50 wall time (batch 16): {ratio:.1f}, for {work_ratio:.1f}x the network passes")
     print(f"peer (diffusers UNet2DModel 32/64/64, {peer_flops / 1e6:.0f} MFLOP/image, DDIMScheduler) 16 images x 50 "
           f"steps: fp32 {peer_fp32:.3f} s, bf16 {peer_bf16:.3f} s")
     print(f"ours 16 images x DDIM 50: {ours:.3f} s with guidance {w:g} (peer fp32 / ours = {peer_fp32 / ours:.1f}x), "
           f"{single:.3f} s without guidance ({peer_fp32 / single:.1f}x)")
     write_result(f"sampling-{Path(args.model).name}", {
         "model": args.model, "precision": precision, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
-        "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio, "peer_fp32_s": peer_fp32,
+        "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
+        "ddpm1000_over_ddim50_passes": work_ratio, "guidance_interval": d.guidance_interval, "spacing": d.spacing,
+        "peer_fp32_s": peer_fp32,
         "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
         "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
 

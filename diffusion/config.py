@@ -19,8 +19,8 @@ FORMAT_VERSION = 1
 # Bounds that keep a hostile or mistyped config.json (e.g. from a Hub repo) from allocating the machine away.
 MAX_TIMESTEPS, MAX_IMAGE_SIZE, MAX_CLASSES, MAX_LEVELS, MAX_RES_BLOCKS, MAX_WIDTH = 10_000, 256, 1000, 6, 8, 1024
 ARCHITECTURES = ("unet",)
-SamplerName = Literal["ddim", "ddpm"]
-Spacing = Literal["leading", "trailing", "linspace"]
+SamplerName = Literal["ddim", "ddpm", "dpm++"]
+Spacing = Literal["leading", "trailing", "linspace", "quadratic"]
 SAMPLER_NAMES: tuple[str, ...] = get_args(SamplerName)
 SPACINGS: tuple[str, ...] = get_args(Spacing)
 
@@ -38,6 +38,9 @@ class SamplingDefaults:
     eta: float = 0.0
     guidance_scale: float = 1.0
     spacing: Spacing = "trailing"
+    # [t_lo, t_hi]: guidance only at timesteps in this range, plain conditional passes elsewhere (Kynkaenniemi et
+    # al. 2024, arXiv:2404.07724); None = at every step.
+    guidance_interval: list[int] | None = None
 
 
 @dataclass
@@ -104,6 +107,8 @@ class DiffusionConfig:
         if not (0.0 <= s.eta <= 1.0) or not math.isfinite(s.guidance_scale):
             raise ConfigError(f"sampling defaults: eta must be in [0, 1] and guidance_scale finite, got "
                               f"{s.eta!r}, {s.guidance_scale!r}")
+        if s.guidance_interval is not None:
+            check_guidance_interval(s.guidance_interval, self.num_timesteps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +144,17 @@ class DiffusionConfig:
             return cls.from_dict(data)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from e
+
+
+def check_guidance_interval(interval: Any, num_timesteps: int) -> tuple[int, int]:
+    """[t_lo, t_hi] with integers 0 <= t_lo <= t_hi < T -> (t_lo, t_hi); anything else is a ConfigError."""
+    ok = (isinstance(interval, (list, tuple)) and len(interval) == 2
+          and all(isinstance(t, int) and not isinstance(t, bool) for t in interval)
+          and 0 <= interval[0] <= interval[1] <= num_timesteps - 1)
+    if not ok:
+        raise ConfigError(f"guidance_interval must be two timesteps [t_lo, t_hi] with 0 <= t_lo <= t_hi <= "
+                          f"{num_timesteps - 1}, got {interval!r}")
+    return int(interval[0]), int(interval[1])
 
 
 def _known(kind: type, data: Any, where: str) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write
 from .classifier import Classifier, load_classifier
+from .config import SAMPLER_NAMES, SPACINGS
 from .data import ImageDataset, load_dataset, to_model_range
 from .images import to_uint8
 from .pipeline import Pipeline
@@ -78,20 +79,22 @@ class SamplerSetting:
     def parse(cls, text: str) -> SamplerSetting:
         """'ddim:50:0' (sampler:steps[:eta]) -> SamplerSetting."""
         parts = text.split(":")
-        if parts[0] not in ("ddim", "ddpm") or len(parts) not in (2, 3):
-            raise ValueError(f"sampler setting {text!r}: expected ddim:STEPS[:ETA] or ddpm:STEPS")
+        if parts[0] not in SAMPLER_NAMES or len(parts) not in (2, 3) or (parts[0] != "ddim" and len(parts) == 3):
+            raise ValueError(f"sampler setting {text!r}: expected ddim:STEPS[:ETA], ddpm:STEPS or dpm++:STEPS")
         return cls(parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0)
 
     @property
     def label(self) -> str:
         if self.sampler == "ddpm":
             return f"DDPM {self.steps}" + (" (respaced)" if self.steps < 1000 else "")
+        if self.sampler == "dpm++":
+            return f"DPM-Solver++(2M) {self.steps}"
         return f"DDIM {self.steps}, eta {self.eta:g}"
 
     @property
     def short_label(self) -> str:
-        """'DDPM 1000', 'DDIM 20', 'DDIM 50 eta 1': for charts (eta only where it is not 0)."""
-        if self.sampler == "ddpm" or not self.eta:
+        """'DDPM 1000', 'DDIM 20', 'DDIM 50 eta 1', 'DPM++ 20': for charts (eta only where it is not 0)."""
+        if self.sampler != "ddim" or not self.eta:
             return f"{self.sampler.upper()} {self.steps}"
         return f"DDIM {self.steps} eta {self.eta:g}"
 
@@ -167,7 +170,9 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
             "precision": "bf16" if pipe.autocast_dtype is not None else "fp32",
             "classifier": {"test_accuracy": classifier.config.test_accuracy,
                            "feature_dim": classifier.config.feature_dim},
-            "floor": asdict(floor), "rows": [asdict(r) for r in rows], "torch_threads": torch.get_num_threads()}
+            "floor": asdict(floor), "rows": [asdict(r) for r in rows], "torch_threads": torch.get_num_threads(),
+            "spacing": pipe.config.sampling.spacing, "guidance_interval": pipe.config.sampling.guidance_interval,
+            "clip_x0": pipe.config.clip_x0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,9 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier", default=None,
                         help="classifier directory (default: checkpoints/classifiers/<dataset>)")
     parser.add_argument("--samplers", nargs="+", default=DEFAULT_CONFIGS,
-                        help="settings to evaluate, each ddim:STEPS[:ETA] or ddpm:STEPS")
+                        help="settings to evaluate, each ddim:STEPS[:ETA], ddpm:STEPS or dpm++:STEPS")
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=None,
                         help="guidance scales to evaluate (default: the model's saved default)")
+    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's)")
+    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
+                        help="guide only at timesteps T_LO..T_HI (default: the model's)")
+    parser.add_argument("--clip-x0", default=None, choices=("on", "off"),
+                        help="clip the predicted x0 to [-1, 1] while sampling (default: the model's)")
     parser.add_argument("--per-class", type=int, default=100, help="generated and real images per class")
     parser.add_argument("--batch-size", type=int, default=50, help="images per generate call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real test draw")
@@ -190,15 +200,29 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also write {EVALUATION_NAME} into the model directory (read by the model card "
                              f"and the app)")
     args = parser.parse_args(argv)
+    try:
+        settings = [SamplerSetting.parse(s) for s in args.samplers]
+    except ValueError as e:
+        parser.error(str(e))
     pipe = Pipeline.from_pretrained(args.model, precision=args.precision)
+    if args.spacing is not None:
+        pipe.config.sampling.spacing = args.spacing
+    if args.clip_x0 is not None:
+        pipe.config.clip_x0 = args.clip_x0 == "on"
+    if args.guidance_interval is not None:
+        pipe.config.sampling.guidance_interval = args.guidance_interval
+        try:
+            pipe.config.validate()
+        except ValueError as e:
+            parser.error(str(e))
     classifier_dir = args.classifier or str(Path("checkpoints/classifiers") / pipe.config.dataset)
     classifier = load_classifier(classifier_dir)
-    settings = [SamplerSetting.parse(s) for s in args.samplers]
     scales = args.guidance_scale or [pipe.config.sampling.guidance_scale]
     results = evaluate(pipe, classifier, settings, scales, per_class=args.per_class, seed=args.seed,
                        batch_size=args.batch_size, data_dir=args.data_dir,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     results["command"] = "python -m diffusion.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+    results["model"] = args.model
     text = json.dumps(results, indent=2) + "\n"
     if args.out:
         atomic_write(Path(args.out), lambda p: p.write_text(text))

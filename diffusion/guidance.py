@@ -6,6 +6,11 @@ Guidance mixes the conditional and unconditional ("no context" = zero context ve
 with w = 1 plain conditional, w = 0 unconditional, w > 1 stronger class. Both passes run as one batch of 2B.
 Since x0 and eps are linear in the network output for a fixed x_t, mixing epsilon- or v-outputs is the same.
 
+A guidance interval [t_lo, t_hi] (Kynkaenniemi et al. 2024, arXiv:2404.07724) guides only the steps with t inside
+it and runs a single conditional pass elsewhere: guidance at the highest noise levels mostly costs diversity (it
+pulls every sample of a class towards the same few shapes), so leaving it out there lowers the Frechet distance at
+the same class accuracy, and saves the unconditional pass of those steps.
+
 Usage: denoise = make_denoiser(model, schedule, context, guidance_scale=2.0, prediction_type="v")
 """
 
@@ -23,11 +28,14 @@ from .schedules import NoiseSchedule, PredictionType
 
 def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | None, *, guidance_scale: float = 1.0,
                   prediction_type: PredictionType = "v", clip_x0: bool = True,
-                  autocast_dtype: torch.dtype | None = None) -> Denoiser:
+                  autocast_dtype: torch.dtype | None = None,
+                  guidance_interval: tuple[int, int] | None = None) -> Denoiser:
     """context: (B, K) class weights (zero row = no class) or None for an unconditional model.
-    autocast_dtype: e.g. torch.bfloat16 to run the network under autocast; outputs are float32 either way."""
+    autocast_dtype: e.g. torch.bfloat16 to run the network under autocast; outputs are float32 either way.
+    guidance_interval: (t_lo, t_hi), guide only where t_lo <= t <= t_hi (None = everywhere)."""
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    t_lo, t_hi = guidance_interval if guidance_interval is not None else (0, schedule.num_timesteps - 1)
     guided = context is not None and guidance_scale != 1.0
     if context is not None and guidance_scale == 0.0:
         context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
@@ -37,12 +45,15 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
 
     def network(x_t: Tensor, t: Tensor) -> Tensor:
         amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+        inside = (t >= t_lo) & (t <= t_hi) if guided else None  # (B,) bool
         with amp:
-            if not guided:
+            # one host sync per step (samplers pass one t for the whole batch): skip the unconditional pass
+            if not guided or not bool(inside.any()):
                 return model(x_t, t, context).float()
             out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), both_contexts).float()  # (2B, C, H, W)
         cond, uncond = out.chunk(2)
-        return uncond + guidance_scale * (cond - uncond)
+        mixed = uncond + guidance_scale * (cond - uncond)
+        return mixed if bool(inside.all()) else torch.where(inside[:, None, None, None], mixed, cond)
 
     def denoise(x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         x0, eps = schedule.split_prediction(x_t, t, network(x_t, t), prediction_type)

@@ -15,11 +15,12 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import CheckpointError
+from .config import SAMPLER_NAMES
 from .pipeline import Pipeline
 from .registry import ModelNotFound, ModelRegistry
 
 CLASS_MODES = ("class", "mix", "none")
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = SAMPLER_NAMES
 SEED_MAX = 2**31 - 1
 
 

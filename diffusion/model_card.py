@@ -88,7 +88,11 @@ def model_card(directory: str | Path) -> str:
         f"Classes: {', '.join(config.class_names) or '(unconditional)'}.",
         "",
         f"Defaults (the settings that evaluated best): {s.sampler.upper()} {s.steps} steps, eta {s.eta:g}, "
-        f"guidance scale {s.guidance_scale:g}, {s.spacing} spacing.",
+        f"guidance scale {s.guidance_scale:g} "
+        + (f"at timesteps {s.guidance_interval[0]}..{s.guidance_interval[1]} (unguided above)"
+           if s.guidance_interval else "at every step")
+        + f", {s.spacing} timestep spacing, predicted x0 {'clipped' if config.clip_x0 else 'not clipped'} to "
+        "[-1, 1] while sampling.",
         "",
         "![samples](samples.png)" if (directory / "samples.png").exists() else "",
         "",

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
-from .config import DiffusionConfig
+from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
 from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
 from .schedules import NoiseSchedule
@@ -116,7 +116,8 @@ class Pipeline:
 
     def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                 steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
-                spacing: str | None = None, seed: int | None = None,
+                spacing: str | None = None, guidance_interval: tuple[int, int] | list[int] | None = None,
+                seed: int | None = None,
                 x_T: Tensor | None = None) -> tuple[Denoiser, Tensor, ReversePlan, torch.Generator]:
         """Validate the arguments of `generate` and build what the sampling loop needs:
         (denoiser, x_T (N, C, H, W) on the device, plan, generator)."""
@@ -126,6 +127,9 @@ class Pipeline:
         eta = d.eta if eta is None else eta
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         spacing = d.spacing if spacing is None else spacing
+        interval = d.guidance_interval if guidance_interval is None else guidance_interval
+        if interval is not None:
+            interval = check_guidance_interval(interval, self.config.num_timesteps)
         if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         plan = make_plan(sampler, self.schedule, steps, spacing, eta)
@@ -148,25 +152,28 @@ class Pipeline:
         denoise = make_denoiser(self.model, self.schedule,
                                 context.to(self.device) if context is not None else None,
                                 guidance_scale=float(guidance_scale), prediction_type=self.config.prediction_type,
-                                clip_x0=self.config.clip_x0, autocast_dtype=self.autocast_dtype)
+                                clip_x0=self.config.clip_x0, autocast_dtype=self.autocast_dtype,
+                                guidance_interval=interval)
         return denoise, x_T.to(self.device, torch.float32), plan, generator
 
     def generate(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                  steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
-                 spacing: str | None = None, seed: int | None = None, x_T: Tensor | None = None,
-                 callback: Callback | None = None) -> Tensor:
+                 spacing: str | None = None, guidance_interval: tuple[int, int] | list[int] | None = None,
+                 seed: int | None = None, x_T: Tensor | None = None, callback: Callback | None = None) -> Tensor:
         """Sample images, (N, C, H, W) float in [0, 1].
 
         labels: class indices (None/-1 = no class) or (N, K) context vectors (mixes of classes); for an
-        unconditional model pass n instead. sampler "ddim" or "ddpm" (eta applies to DDIM only); steps 1..T;
-        guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class); seed makes the starting noise
-        and every sampling step reproducible; x_T (N, C, H, W) overrides the starting noise; callback(StepInfo) is
-        called after every step (x_t and x0 in model range [-1, 1]). Arguments left out take the defaults saved
-        in config.json.
+        unconditional model pass n instead. sampler "ddim", "ddpm" or "dpm++" (DPM-Solver++(2M); eta applies to
+        DDIM only); steps 1..T;
+        guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class), applied at the timesteps in
+        guidance_interval (t_lo, t_hi) if one is given or saved, else at all; spacing picks the timesteps
+        (samplers.timesteps); seed makes the starting noise and every sampling step reproducible; x_T (N, C, H, W)
+        overrides the starting noise; callback(StepInfo) is called after every step (x_t and x0 in model range
+        [-1, 1]). Arguments left out take the defaults saved in config.json.
         """
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
-                                                     guidance_scale=guidance_scale, spacing=spacing, seed=seed,
-                                                     x_T=x_T)
+                                                     guidance_scale=guidance_scale, spacing=spacing,
+                                                     guidance_interval=guidance_interval, seed=seed, x_T=x_T)
         with torch.inference_mode():
             x0 = sample(denoise, x_T, plan, generator=generator, callback=callback)
         return to_unit_range(x0)

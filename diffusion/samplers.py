@@ -1,14 +1,16 @@
 """Reverse-process samplers: DDPM ancestral sampling (Ho et al. 2020) with optional respacing to fewer steps
-(Nichol & Dhariwal 2021, sec. 4), and DDIM (Song et al. 2021, arXiv:2010.02502) with any eta and step count.
+(Nichol & Dhariwal 2021, sec. 4), DDIM (Song et al. 2021, arXiv:2010.02502) with any eta and step count, and the
+second-order multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2).
 
 Every sampler is the same loop over a precomputed ReversePlan. Each step maps the denoiser's prediction
-(x0_hat, eps_hat) at timestep t to the previous timestep t_prev:
+(x0_hat, eps_hat) at timestep t, and the previous step's x0_hat_last, to the previous timestep t_prev:
 
-    x_{t_prev} = coef_x0 * x0_hat + coef_eps * eps_hat + sigma * z,     z ~ N(0, I)
+    x_{t_prev} = coef_x0 * x0_hat + coef_eps * eps_hat + coef_x0_last * x0_hat_last + sigma * z,   z ~ N(0, I)
 
-DDPM and DDIM differ only in their coefficients, which are computed once, before the loop. The timesteps come from
-`timesteps()`, and each step's t_prev is read from that list (never derived from a stride); after the last model
-call the chain reaches t_prev = -1, clean data, with alpha_bar_{-1} = 1.
+The samplers differ only in their coefficients, which are computed once, before the loop (coef_x0_last is 0 for
+the one-step samplers DDPM and DDIM). The timesteps come from `timesteps()`, and each step's t_prev is read from
+that list (never derived from a stride); after the last model call the chain reaches t_prev = -1, clean data, with
+alpha_bar_{-1} = 1.
 
 Usage: x0 = ddim(denoise, torch.randn(16, 1, 28, 28, generator=g), schedule, steps=50, eta=0.0, generator=g)
 """
@@ -51,6 +53,8 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
     leading:  0, T/S, 2T/S, ...                  (DDIM paper; ends at 0, never reaches T-1 for S < T)
     trailing: ..., T - 2T/S - 1, T - T/S - 1, T-1 (starts at pure noise T-1; its smallest is round(T/S) - 1)
     linspace: round(linspace(0, T-1, S))         (both ends; improved-diffusion's "even" respacing)
+    quadratic: round(T (i/S)^2) - 1, i = 1..S     (DDIM paper, App. D.2, aligned to end at T-1 like trailing:
+                                                   steps crowd at low noise, where fine detail is settled)
 
     Every spacing gives 0, 1, ..., T-1 for S = T; the chain always continues from the smallest to t = -1.
     """
@@ -62,6 +66,10 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
         ts = [round((steps - i) * T / steps) - 1 for i in range(steps)][::-1]
     elif spacing == "linspace":
         ts = [0] if steps == 1 else [round(i * (T - 1) / (steps - 1)) for i in range(steps)]
+    elif spacing == "quadratic":
+        ts = []
+        for i in range(1, steps + 1):  # near t = 0 the squares are closer than 1 apart: keep them distinct
+            ts.append(max(round(T * (i / steps) ** 2) - 1, ts[-1] + 1 if ts else 0))
     else:
         raise ValueError(f"unknown timestep spacing {spacing!r}; choose one of {SPACINGS}")
     assert all(b > a for a, b in zip(ts, ts[1:])) and 0 <= ts[0] and ts[-1] <= T - 1, ts
@@ -82,6 +90,7 @@ class ReversePlan:
     coef_x0: list[float]
     coef_eps: list[float]
     sigma: list[float]
+    coef_x0_last: list[float] | None = None  # multistep samplers: weight of the previous step's x0_hat
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -133,6 +142,41 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
     return ReversePlan("ddim", time_pairs(ts), coef_x0, coef_eps, sigma)
 
 
+def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacing = "trailing") -> ReversePlan:
+    """DPM-Solver++(2M), Lu et al. Algorithm 2, in terms of alpha_t = sqrt(alpha_bar_t), sigma_t =
+    sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t). From t (lambda) to t_prev (lambda'), h = lambda' -
+    lambda, with D the data prediction:
+
+        x_{t_prev} = (sigma' / sigma) x_t + alpha' (1 - e^-h) D,    D = (1 + 1/2r) x0_hat - 1/2r x0_hat_last,
+
+    r = h_last / h. Substituting x_t = alpha x0_hat + sigma eps_hat gives alpha' x0_hat + sigma' eps_hat (exactly
+    DDIM for D = x0_hat) plus alpha' (1 - e^-h) / 2r (x0_hat - x0_hat_last). The first step (no previous
+    prediction) and the last step to clean data (lambda' = inf, where r -> 0) are first order, i.e. DDIM steps, as
+    in the reference implementation. Deterministic: no eta.
+    """
+    ts = timesteps(schedule.num_timesteps, steps, spacing)
+    ab = schedule.alphas_cumprod.to("cpu", torch.float64)
+    pairs = time_pairs(ts)
+    coef_x0, coef_eps, coef_last = [], [], []
+    h_last = None
+    for i, (t, t_prev) in enumerate(pairs):
+        ab_prev = float(ab[t_prev]) if t_prev >= 0 else 1.0
+        alpha_prev, sigma_prev = math.sqrt(ab_prev), math.sqrt(1.0 - ab_prev)
+        coef_x0.append(alpha_prev)  # 1. the first-order (DDIM) part
+        coef_eps.append(sigma_prev)
+        coef_last.append(0.0)
+        if t_prev < 0:
+            break  # last step: first order, lambda' = inf
+        lam = 0.5 * math.log(float(ab[t]) / (1.0 - float(ab[t])))
+        h = 0.5 * math.log(ab_prev / (1.0 - ab_prev)) - lam
+        if h_last is not None:  # 2. the second-order correction from the previous data prediction
+            c = alpha_prev * (1.0 - math.exp(-h)) / (2.0 * h_last / h)
+            coef_x0[-1] += c
+            coef_last[-1] = -c
+        h_last = h
+    return ReversePlan("dpm++", pairs, coef_x0, coef_eps, [0.0] * len(pairs), coef_last)
+
+
 def iter_sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *,
                 generator: torch.Generator | None = None) -> Iterator[StepInfo]:
     """The one sampling loop, one StepInfo per step (so callers can interleave or stream samplers).
@@ -141,9 +185,13 @@ def iter_sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *,
     x = x_T
     t_batches = [torch.full((B,), t, dtype=torch.long, device=x.device) for t, _ in plan.pairs]
     noise_device = generator.device if generator is not None else x.device
+    x0_last = None
     for i, (t, t_prev) in enumerate(plan.pairs):
         x0, eps = denoise(x, t_batches[i])
         x_prev = plan.coef_x0[i] * x0 + plan.coef_eps[i] * eps
+        if plan.coef_x0_last is not None and plan.coef_x0_last[i]:
+            x_prev = x_prev + plan.coef_x0_last[i] * x0_last
+        x0_last = x0
         if plan.sigma[i] > 0:
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=noise_device)
             x_prev = x_prev + plan.sigma[i] * z.to(x.device)
@@ -176,6 +224,12 @@ def ddim(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int 
     return sample(denoise, x_T, ddim_plan(schedule, steps, spacing, eta), generator=generator, callback=callback)
 
 
+def dpm_solver_pp(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int = 20,
+                  spacing: Spacing = "trailing", callback: Callback | None = None) -> Tensor:
+    """DPM-Solver++(2M) with `steps` steps (deterministic)."""
+    return sample(denoise, x_T, dpm_solver_pp_plan(schedule, steps, spacing), callback=callback)
+
+
 def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacing = "trailing",
               eta: float = 0.0) -> ReversePlan:
     """The plan of a named sampler (eta applies to DDIM only)."""
@@ -183,6 +237,8 @@ def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacin
         return ddpm_plan(schedule, steps, spacing)
     if sampler == "ddim":
         return ddim_plan(schedule, steps, spacing, eta)
+    if sampler == "dpm++":
+        return dpm_solver_pp_plan(schedule, steps, spacing)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLER_NAMES}")
 
 

@@ -74,13 +74,26 @@ def test_evaluation_table(digits_classifier, tmp_path):
                           "--per-class", "3", "--out", str(out), "--save-to-model"]) == 0
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["steps"] == 2 and (model_dir / "evaluation.json").exists()
+    assert evaluate_main(["--model", str(model_dir), "--classifier", str(digits_classifier), "--samplers", "dpm++:2",
+                          "--spacing", "quadratic", "--guidance-interval", "0", "20", "--clip-x0", "off",
+                          "--per-class", "3",
+                          "--out", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["rows"][0]["sampler"] == "dpm++" and saved["spacing"] == "quadratic"
+    assert saved["guidance_interval"] == [0, 20] and saved["clip_x0"] is False
+    for bad in (["--samplers", "euler:3"], ["--guidance-interval", "9", "2"]):  # a usage error, not a traceback
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_main(["--model", str(model_dir), "--classifier", str(digits_classifier), *bad])
+        assert exit_info.value.code == 2
 
 
 def test_sampler_setting_parsing():
     assert SamplerSetting.parse("ddim:50:1") == SamplerSetting("ddim", 50, 1.0)
     assert SamplerSetting.parse("ddpm:1000").label == "DDPM 1000"
-    with pytest.raises(ValueError, match="expected ddim:STEPS"):
-        SamplerSetting.parse("euler:10")
+    assert SamplerSetting.parse("dpm++:20").short_label == "DPM++ 20"
+    for bad in ("euler:10", "dpm++:20:1", "ddim"):
+        with pytest.raises(ValueError, match="expected ddim:STEPS"):
+            SamplerSetting.parse(bad)
 
 
 def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path):
@@ -101,10 +114,15 @@ def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path)
     run = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict()).parent
     out = tmp_path / "shipped"
     results = release(run, out, [1.0, 2.0], sweep_setting="ddim:3:0", table=["ddim:3:0", "ddpm:4"], per_class=3,
+                      spacing="quadratic", guidance_interval=[0, 30], clip_x0=False,
                       classifier_dir=digits_classifier, log=lambda m: None)
     assert len(results["guidance_sweep"]) == 2 and len(results["rows"]) == 2
+    assert (results["spacing"], results["guidance_interval"], results["clip_x0"]) == ("quadratic", [0, 30], False)
     shipped = load_config(out)
     assert shipped.sampling.steps == 3 and shipped.sampling.guidance_scale in (1.0, 2.0)
+    assert shipped.sampling.spacing == "quadratic" and shipped.sampling.guidance_interval == [0, 30]
+    assert not shipped.clip_x0
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlicense: mit") and "| DDIM | 3 |" in card and "floor" in card
+    assert "at timesteps 0..30 (unguided above), quadratic timestep spacing, predicted x0 not clipped" in card
     assert (out / "samples.png").exists() and (out / "evaluation.json").exists()

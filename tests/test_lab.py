@@ -61,6 +61,11 @@ def test_ddpm_with_fewer_steps(registry, outputs):
     assert "DDPM · 10 steps" in last.status
 
 
+def test_dpm_solver_pp_in_the_app(registry, outputs):
+    last = list(lab.generate_stream(registry, outputs, **{**GOOD, "sampler": "dpm++", "steps": 6}))[-1]
+    assert "DPM++ · 6 steps" in last.status and last.final is not None
+
+
 def test_compare_races_from_the_same_noise(registry, outputs):
     updates = list(lab.compare_stream(registry, "tiny", 50, 5, 0.0, 2.0, 3, False, 2, "class", "class 0",
                                       "class 1", 0.5))

@@ -72,6 +72,47 @@ def test_guidance_batches_both_passes_and_mixes_them(tiny_model_dir):
     assert calls == [4]  # conditional and unconditional in one batch of 2B
 
 
+def test_guidance_interval_guides_only_inside_it(tiny_model_dir):
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    ctx = pipe.context([0, 2, 1])
+    x = torch.randn(3, 1, 16, 16)
+
+    def x0_of(w, t, interval=None):
+        denoise = make_denoiser(pipe.model, pipe.schedule, ctx, guidance_scale=w, clip_x0=False,
+                                guidance_interval=interval)
+        return denoise(x, t)[0]
+
+    t_in, t_out, t_mixed = torch.tensor([20, 20, 20]), torch.tensor([40, 40, 40]), torch.tensor([20, 40, 30])
+    torch.testing.assert_close(x0_of(3.0, t_in, (10, 30)), x0_of(3.0, t_in))  # inside: guided
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    torch.testing.assert_close(x0_of(3.0, t_out, (10, 30)), x0_of(1.0, t_out))  # outside: conditional only
+    hook.remove()
+    assert calls == [3, 3]  # ... in one pass of B, no unconditional pass
+    mixed = x0_of(3.0, t_mixed, (10, 30))  # per image: a batch may mix timesteps inside and outside
+    torch.testing.assert_close(mixed[[0, 2]], x0_of(3.0, t_mixed)[[0, 2]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mixed[1], x0_of(1.0, t_mixed)[1], atol=1e-5, rtol=1e-5)
+
+
+def test_saved_guidance_interval_is_the_default(tiny_model_dir, tmp_path):
+    from diffusion.checkpoint import load_config
+
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    T = pipe.config.num_timesteps
+    everywhere = pipe.generate([0, 1], steps=5, guidance_scale=3.0, seed=4)
+    nowhere = pipe.generate([0, 1], steps=5, guidance_scale=1.0, seed=4)
+    pipe.config.sampling.guidance_interval = [0, 0]  # never reached by 5 trailing steps: no guidance at all
+    out = pipe.save_pretrained(tmp_path / "m")
+    assert load_config(out).sampling.guidance_interval == [0, 0]
+    again = Pipeline.from_pretrained(out, precision="fp32")
+    torch.testing.assert_close(again.generate([0, 1], steps=5, guidance_scale=3.0, seed=4), nowhere)
+    torch.testing.assert_close(again.generate([0, 1], steps=5, guidance_scale=3.0, seed=4,
+                                              guidance_interval=(0, T - 1)), everywhere)
+    for bad in [(5, 2), (0, T), (-1, 3), (1.5, 3), [1]]:
+        with pytest.raises(ValueError, match="guidance_interval"):
+            again.generate([0], steps=2, guidance_interval=bad)
+
+
 def test_iter_generate_from_other_threads_matches_generate(tiny_model_dir):
     """The app advances iter_generate from Gradio's worker threads: each step must carry its own inference mode."""
     import threading
@@ -129,6 +170,10 @@ def corrupt(directory, how):
     elif how == "unknown key":
         data = json.loads(config.read_text())
         config.write_text(json.dumps({**data, "colour": "red"}))
+    elif how == "bad guidance interval":
+        data = json.loads(config.read_text())
+        data["sampling"]["guidance_interval"] = [5, 10_000]
+        config.write_text(json.dumps(data))
     elif how == "wrong shape":
         state = load_file(weights)
         state["stem.weight"] = torch.zeros(3, 3, 3, 3)
@@ -156,6 +201,7 @@ def corrupt(directory, how):
     ("bad json", "config.json", "not valid JSON"),
     ("unknown architecture", "config.json", "unknown architecture 'transformer'"),
     ("unknown key", "config.json", "unknown keys \\['colour'\\]"),
+    ("bad guidance interval", "config.json", "guidance_interval must be two timesteps"),
     ("wrong shape", "model.safetensors", "shapes do not match.*stem.weight"),
     ("missing tensor", "model.safetensors", "missing \\['stem.bias'\\]"),
     ("mismatched config", "model.safetensors", "do not match config.json"),
@@ -223,3 +269,11 @@ def test_sample_cli_writes_the_documented_npz(tiny_model_dir, tmp_path):
     assert np.array_equal(a["images"], b["images"])  # same seed, same arguments -> identical output
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert sample_main(["--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c.npz")]) == 2
+    # spacing and guidance interval: guidance confined to t <= 0 (never reached by 4 trailing steps) = no guidance
+    assert sample_main(args + ["--spacing", "quadratic", "--guidance-interval", "0", "0",
+                               "--out", str(tmp_path / "d.npz")]) == 0
+    i = args.index("--guidance-scale") + 1
+    no_guidance = args[:i] + ["1"] + args[i + 1:]
+    assert sample_main(no_guidance + ["--spacing", "quadratic", "--out", str(tmp_path / "e.npz")]) == 0
+    assert np.array_equal(np.load(tmp_path / "d.npz")["images"], np.load(tmp_path / "e.npz")["images"])
+    assert sample_main(args + ["--guidance-interval", "3", "1", "--out", str(tmp_path / "f.npz")]) == 2

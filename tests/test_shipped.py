@@ -34,6 +34,10 @@ def test_shipped_model(directory):
     default = [r for r in evaluation["rows"] if (r["sampler"], r["steps"], r["guidance_scale"]) ==
                (d.sampler, d.steps, d.guidance_scale)]
     assert default, "the saved sampling defaults were evaluated"
+    recorded = {k: evaluation[k] for k in ("spacing", "guidance_interval", "clip_x0") if k in evaluation}
+    assert recorded == {k: v for k, v in (("spacing", d.spacing), ("guidance_interval", d.guidance_interval),
+                                          ("clip_x0", pipe.config.clip_x0)) if k in recorded}, \
+        "evaluated with the sampling settings that config.json ships"
     assert all(r["accuracy"] >= 0.95 for r in default), "the defaults reach the class-accuracy target"
     assert len(list((directory / "examples").glob("*.png"))) >= len(pipe.class_names)
     for f in directory.rglob("*"):
