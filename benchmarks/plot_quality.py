@@ -54,7 +54,7 @@ def main() -> None:
         if colour is not None:
             plot_rows(ax_fd, ax_acc, evaluation["rows"], colour, markers)
     for sampler, marker in markers.items():
-        ax_acc.scatter([], [], color="grey", marker=marker, label=SamplerSetting(sampler, 0).short_label[:-2])
+        ax_acc.scatter([], [], color="grey", marker=marker, label=sampler.upper())
     ax_acc.legend(fontsize=8)
     peer = ROOT / "benchmarks" / "results" / "peer_quality.json"
     if peer.exists():

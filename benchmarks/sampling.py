@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ceiling import measure as measure_ceiling  # noqa: E402
 from common import machine, peer_unet, timeit, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
+from diffusion import guidance  # noqa: E402
 from diffusion.samplers import make_plan  # noqa: E402
 
 
@@ -57,14 +58,10 @@ def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[flo
 
 
 def passes_per_image(pipe: Pipeline, sampler: str, steps: int) -> int:
-    """Network passes over one image in a run with the model's defaults: two at guided steps (conditional and
-    unconditional, batched), one at the others (outside the guidance interval, or no guidance at all)."""
+    """Network passes over one image in a run with the model's defaults (guidance scale, interval, spacing)."""
     d = pipe.config.sampling
-    if d.guidance_scale in (0.0, 1.0):
-        return steps
-    lo, hi = d.guidance_interval or (0, pipe.config.num_timesteps - 1)
-    plan = make_plan(sampler, pipe.schedule, steps, d.spacing)
-    return sum(2 if lo <= t <= hi else 1 for t, _ in plan.pairs)
+    return guidance.passes_per_image(make_plan(sampler, pipe.schedule, steps, d.spacing), d.guidance_scale,
+                                     d.guidance_interval)
 
 
 def main() -> None:
@@ -129,8 +126,7 @@ def main() -> None:
         "model": args.model, "precision": precision, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
         "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
         "ddpm1000_over_ddim50_passes": work_ratio, "guidance_interval": d.guidance_interval, "spacing": d.spacing,
-        "peer_fp32_s": peer_fp32,
-        "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
+        "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
         "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
 
 

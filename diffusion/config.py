@@ -6,6 +6,7 @@ Usage: cfg = DiffusionConfig.from_json_file("checkpoints/fashion-mnist/config.js
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -110,6 +111,17 @@ class DiffusionConfig:
         if s.guidance_interval is not None:
             check_guidance_interval(s.guidance_interval, self.num_timesteps)
 
+    def override_sampling(self, *, spacing: str | None = None, guidance_interval: list[int] | None = None,
+                          clip_x0: bool | None = None) -> None:
+        """Replace the sampling settings that are given (None = keep), then validate (ConfigError if bad)."""
+        if spacing is not None:
+            self.sampling.spacing = spacing
+        if guidance_interval is not None:
+            self.sampling.guidance_interval = list(guidance_interval)
+        if clip_x0 is not None:
+            self.clip_x0 = clip_x0
+        self.validate()
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -155,6 +167,22 @@ def check_guidance_interval(interval: Any, num_timesteps: int) -> tuple[int, int
         raise ConfigError(f"guidance_interval must be two timesteps [t_lo, t_hi] with 0 <= t_lo <= t_hi <= "
                           f"{num_timesteps - 1}, got {interval!r}")
     return int(interval[0]), int(interval[1])
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """--spacing, --guidance-interval and --clip-x0 for the CLIs that sample a saved model (sample, evaluate,
+    release); read them back with `sampling_overrides(args)`."""
+    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's)")
+    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
+                        help="guide only at timesteps T_LO..T_HI (default: the model's, usually every step)")
+    parser.add_argument("--clip-x0", default=None, choices=("on", "off"),
+                        help="clip the predicted x0 to [-1, 1] while sampling (default: the model's)")
+
+
+def sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `DiffusionConfig.override_sampling` from `add_sampling_arguments`' flags."""
+    return {"spacing": args.spacing, "guidance_interval": args.guidance_interval,
+            "clip_x0": None if args.clip_x0 is None else args.clip_x0 == "on"}
 
 
 def _known(kind: type, data: Any, where: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write
 from .classifier import Classifier, load_classifier
-from .config import SAMPLER_NAMES, SPACINGS
+from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .data import ImageDataset, load_dataset, to_model_range
 from .images import to_uint8
 from .pipeline import Pipeline
@@ -185,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="settings to evaluate, each ddim:STEPS[:ETA], ddpm:STEPS or dpm++:STEPS")
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=None,
                         help="guidance scales to evaluate (default: the model's saved default)")
-    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's)")
-    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
-                        help="guide only at timesteps T_LO..T_HI (default: the model's)")
-    parser.add_argument("--clip-x0", default=None, choices=("on", "off"),
-                        help="clip the predicted x0 to [-1, 1] while sampling (default: the model's)")
+    add_sampling_arguments(parser)
     parser.add_argument("--per-class", type=int, default=100, help="generated and real images per class")
     parser.add_argument("--batch-size", type=int, default=50, help="images per generate call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real test draw")
@@ -205,16 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     pipe = Pipeline.from_pretrained(args.model, precision=args.precision)
-    if args.spacing is not None:
-        pipe.config.sampling.spacing = args.spacing
-    if args.clip_x0 is not None:
-        pipe.config.clip_x0 = args.clip_x0 == "on"
-    if args.guidance_interval is not None:
-        pipe.config.sampling.guidance_interval = args.guidance_interval
-        try:
-            pipe.config.validate()
-        except ValueError as e:
-            parser.error(str(e))
+    try:
+        pipe.config.override_sampling(**sampling_overrides(args))
+    except ValueError as e:
+        parser.error(str(e))
     classifier_dir = args.classifier or str(Path("checkpoints/classifiers") / pipe.config.dataset)
     classifier = load_classifier(classifier_dir)
     scales = args.guidance_scale or [pipe.config.sampling.guidance_scale]

@@ -22,8 +22,22 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from .samplers import Denoiser
+from .samplers import Denoiser, ReversePlan
 from .schedules import NoiseSchedule, PredictionType
+
+
+def is_guided(guidance_scale: float) -> bool:
+    """w = 1 (conditional) and w = 0 (unconditional) need one network pass; any other w mixes two."""
+    return guidance_scale not in (0.0, 1.0)
+
+
+def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval: tuple[int, int] | None) -> int:
+    """Network passes over one image in a run of `plan` (a class-conditional model): two at each guided step
+    (batched into one call), one at the others."""
+    if not is_guided(guidance_scale):
+        return len(plan)
+    lo, hi = guidance_interval if guidance_interval is not None else (0, max(t for t, _ in plan.pairs))
+    return sum(2 if lo <= t <= hi else 1 for t, _ in plan.pairs)
 
 
 def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | None, *, guidance_scale: float = 1.0,
@@ -36,7 +50,7 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
     t_lo, t_hi = guidance_interval if guidance_interval is not None else (0, schedule.num_timesteps - 1)
-    guided = context is not None and guidance_scale != 1.0
+    guided = context is not None and is_guided(guidance_scale)
     if context is not None and guidance_scale == 0.0:
         context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
     if guided:

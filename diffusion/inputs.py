@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import CheckpointError
 from .config import SAMPLER_NAMES
+from .guidance import is_guided
 from .pipeline import Pipeline
 from .registry import ModelNotFound, ModelRegistry
 
@@ -131,7 +132,7 @@ def check_sampling(pipe: Pipeline, sampler, steps, eta, guidance_scale) -> tuple
 
 def check_work(images: int, steps: int, guidance_scale: float, limits: Limits) -> None:
     """Work = network passes over one image: images x steps, twice with guidance (conditional + unconditional)."""
-    passes = 1 if guidance_scale in (0.0, 1.0) else 2
+    passes = 2 if is_guided(guidance_scale) else 1  # an upper bound when the model guides over an interval
     if images * steps * passes > limits.max_work:
         raise InputError(f"{images} images x {steps} steps{' x 2 (guidance)' if passes == 2 else ''} is too much work "
                          f"for this server: keep it at or below {limits.max_work} (fewer images, or DDIM with fewer "

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import CONFIG_NAME, TRAINING_NAME, WEIGHTS_NAME, atomic_write, load_config
 from .classifier import load_classifier
-from .config import SPACINGS
+from .config import add_sampling_arguments, sampling_overrides
 from .evaluate import DEFAULT_CONFIGS, EVALUATION_NAME, SamplerSetting, evaluate
 from .images import make_grid, save_png
 from .model_card import write_model_card
@@ -55,13 +55,7 @@ def release(run: Path, out: Path, guidance_scales: list[float], *, sweep_setting
         shutil.copytree(source / "examples", out / "examples", dirs_exist_ok=True)
 
     config = load_config(out)
-    if spacing is not None:
-        config.sampling.spacing = spacing
-    if guidance_interval is not None:
-        config.sampling.guidance_interval = list(guidance_interval)
-    if clip_x0 is not None:
-        config.clip_x0 = clip_x0
-    config.validate()
+    config.override_sampling(spacing=spacing, guidance_interval=guidance_interval, clip_x0=clip_x0)
     atomic_write(out / CONFIG_NAME, lambda p: config.to_json_file(p))
     classifier = load_classifier(classifier_dir or Path("checkpoints/classifiers") / config.dataset)
     pipe = Pipeline.from_pretrained(out)
@@ -99,19 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samplers", nargs="+", default=DEFAULT_CONFIGS, help="settings of the final table")
     parser.add_argument("--per-class", type=int, default=100, help="images per class")
     parser.add_argument("--min-accuracy", type=float, default=0.95, help="accuracy the defaults must reach")
-    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the run's)")
-    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
-                        help="guide only at timesteps T_LO..T_HI (default: the run's, usually every step)")
-    parser.add_argument("--clip-x0", default=None, choices=("on", "off"),
-                        help="clip the predicted x0 to [-1, 1] while sampling (default: the run's)")
+    add_sampling_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     release(Path(args.run), Path(args.out), args.guidance_scale, sweep_setting=args.sweep_setting,
-            table=args.samplers, per_class=args.per_class, min_accuracy=args.min_accuracy, spacing=args.spacing,
-            guidance_interval=args.guidance_interval, clip_x0=None if args.clip_x0 is None else args.clip_x0 == "on",
-            log=lambda m: print(m, file=sys.stderr, flush=True))
+            table=args.samplers, per_class=args.per_class, min_accuracy=args.min_accuracy,
+            **sampling_overrides(args), log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
 

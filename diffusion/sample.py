@@ -18,13 +18,12 @@ import torch
 
 from .checkpoint import CheckpointError, atomic_write
 from .images import make_grid, save_png, to_uint8
-from .config import SAMPLER_NAMES, SPACINGS
+from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .pipeline import Pipeline
 
 
 def sample_per_class(pipe: Pipeline, per_class: int, *, sampler: str | None, steps: int | None, eta: float | None,
-                     guidance_scale: float | None, seed: int, batch_size: int = 50, spacing: str | None = None,
-                     guidance_interval: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     guidance_scale: float | None, seed: int, batch_size: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """`per_class` images of every class: (N, H, W, C) uint8 and (N,) int64 labels. Batch b uses seed + b."""
     K = len(pipe.class_names)
     labels = np.repeat(np.arange(K, dtype=np.int64), per_class)
@@ -32,7 +31,7 @@ def sample_per_class(pipe: Pipeline, per_class: int, *, sampler: str | None, ste
     for b, start in enumerate(range(0, len(labels), batch_size)):
         chunk = labels[start:start + batch_size].tolist()
         images = pipe.generate(chunk, sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale,
-                               spacing=spacing, guidance_interval=guidance_interval, seed=seed + b)
+                               seed=seed + b)
         chunks.append(to_uint8(images))
     return np.concatenate(chunks), labels
 
@@ -46,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eta", type=float, default=None, help="DDIM noise, 0 (deterministic) .. 1 (DDPM-like)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (1 = conditional, 0 = unconditional; default: the model's)")
-    parser.add_argument("--spacing", choices=SPACINGS, default=None, help="timestep spacing (default: the model's)")
-    parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
-                        help="guide only at timesteps T_LO..T_HI (default: the model's)")
+    add_sampling_arguments(parser)
     parser.add_argument("--per-class", type=int, default=10, help="images per class")
     parser.add_argument("--batch-size", type=int, default=50, help="images per sampling batch")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
@@ -62,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--per-class and --batch-size must be at least 1")
     try:
         pipe = Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
+        pipe.config.override_sampling(**sampling_overrides(args))
         images, labels = sample_per_class(pipe, args.per_class, sampler=args.sampler, steps=args.steps, eta=args.eta,
                                           guidance_scale=args.guidance_scale, seed=args.seed,
-                                          batch_size=args.batch_size, spacing=args.spacing,
-                                          guidance_interval=args.guidance_interval)
+                                          batch_size=args.batch_size)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

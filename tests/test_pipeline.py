@@ -94,6 +94,20 @@ def test_guidance_interval_guides_only_inside_it(tiny_model_dir):
     torch.testing.assert_close(mixed[1], x0_of(1.0, t_mixed)[1], atol=1e-5, rtol=1e-5)
 
 
+def test_passes_per_image_counts_the_network_work(tiny_model_dir):
+    from diffusion.guidance import passes_per_image
+    from diffusion.samplers import make_plan
+
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    for scale, interval in [(3.0, None), (3.0, (0, 20)), (1.0, (0, 20)), (0.0, None)]:
+        images = []
+        hook = pipe.model.register_forward_hook(lambda m, args, out: images.append(args[0].shape[0]))
+        pipe.generate([0, 1], steps=6, spacing="quadratic", guidance_scale=scale, guidance_interval=interval, seed=0)
+        hook.remove()
+        plan = make_plan("ddim", pipe.schedule, 6, "quadratic")
+        assert sum(images) == 2 * passes_per_image(plan, scale, interval), (scale, interval)
+
+
 def test_saved_guidance_interval_is_the_default(tiny_model_dir, tmp_path):
     from diffusion.checkpoint import load_config
 
