@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_write
+from .checkpoint import CheckpointError, atomic_write
 from .classifier import Classifier, load_classifier
 from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .data import ImageDataset, load_dataset, to_model_range
@@ -200,13 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = [SamplerSetting.parse(s) for s in args.samplers]
     except ValueError as e:
         parser.error(str(e))
-    pipe = Pipeline.from_pretrained(args.model, precision=args.precision)
-    try:
+    try:  # a missing or broken model or classifier, or bad settings: a usage error, not a traceback
+        pipe = Pipeline.from_pretrained(args.model, precision=args.precision)
         pipe.config.override_sampling(**sampling_overrides(args))
-    except ValueError as e:
+        classifier = load_classifier(args.classifier or Path("checkpoints/classifiers") / pipe.config.dataset)
+    except (CheckpointError, ValueError) as e:
         parser.error(str(e))
-    classifier_dir = args.classifier or str(Path("checkpoints/classifiers") / pipe.config.dataset)
-    classifier = load_classifier(classifier_dir)
     scales = args.guidance_scale or [pipe.config.sampling.guidance_scale]
     results = evaluate(pipe, classifier, settings, scales, per_class=args.per_class, seed=args.seed,
                        batch_size=args.batch_size, data_dir=args.data_dir,

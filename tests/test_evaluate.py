@@ -81,7 +81,8 @@ def test_evaluation_table(digits_classifier, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["sampler"] == "dpm++" and saved["spacing"] == "quadratic"
     assert saved["guidance_interval"] == [0, 20] and saved["clip_x0"] is False
-    for bad in (["--samplers", "euler:3"], ["--guidance-interval", "9", "2"]):  # a usage error, not a traceback
+    for bad in (["--samplers", "euler:3"], ["--guidance-interval", "9", "2"], ["--model", str(tmp_path / "none")],
+                ["--classifier", str(tmp_path / "none")]):  # a usage error, not a traceback
         with pytest.raises(SystemExit) as exit_info:
             evaluate_main(["--model", str(model_dir), "--classifier", str(digits_classifier), *bad])
         assert exit_info.value.code == 2
