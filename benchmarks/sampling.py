@@ -24,7 +24,6 @@ from ceiling import measure as measure_ceiling  # noqa: E402
 from common import machine, peer_unet, timeit, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
 from diffusion import guidance  # noqa: E402
-from diffusion.samplers import make_plan  # noqa: E402
 
 
 def forward_flops(model, x, t, context) -> int:
@@ -58,10 +57,9 @@ def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[flo
 
 
 def passes_per_image(pipe: Pipeline, sampler: str, steps: int) -> int:
-    """Network passes over one image in a run with the model's defaults (guidance scale, interval, spacing)."""
+    """Network passes over one image in a run with the model's defaults (guidance scale, interval, timesteps)."""
     d = pipe.config.sampling
-    return guidance.passes_per_image(make_plan(sampler, pipe.schedule, steps, d.spacing), d.guidance_scale,
-                                     d.guidance_interval)
+    return guidance.passes_per_image(pipe.plan(sampler, steps), d.guidance_scale, d.guidance_interval)
 
 
 def main() -> None:

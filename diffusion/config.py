@@ -42,6 +42,9 @@ class SamplingDefaults:
     # [t_lo, t_hi]: guidance only at timesteps in this range, plain conditional passes elsewhere (Kynkaenniemi et
     # al. 2024, arXiv:2404.07724); None = at every step.
     guidance_interval: list[int] | None = None
+    # DDIM timestep grids tuned for this model, by step count ({"20": [t_1, ..., t_20]}), written by
+    # `python -m diffusion.tune_steps`; DDIM uses one when run with that many steps and no explicit spacing.
+    tuned_timesteps: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -110,6 +113,15 @@ class DiffusionConfig:
                               f"{s.eta!r}, {s.guidance_scale!r}")
         if s.guidance_interval is not None:
             check_guidance_interval(s.guidance_interval, self.num_timesteps)
+        if s.tuned_timesteps is not None:
+            if not isinstance(s.tuned_timesteps, dict):
+                raise ConfigError(f"sampling defaults: tuned_timesteps must map step counts to grids, got "
+                                  f"{s.tuned_timesteps!r}")
+            for steps, grid in s.tuned_timesteps.items():
+                try:
+                    check_grid(grid, self.num_timesteps, int(steps) if str(steps).isdecimal() else -1)
+                except ValueError as e:
+                    raise ConfigError(f"sampling defaults: tuned_timesteps[{steps!r}]: {e}") from e
 
     def override_sampling(self, *, spacing: str | None = None, guidance_interval: list[int] | None = None,
                           clip_x0: bool | None = None) -> None:
@@ -158,6 +170,19 @@ class DiffusionConfig:
             raise ConfigError(f"{path}: {e}") from e
 
 
+def check_grid(grid: object, T: int, steps: int | None = None) -> list[int]:
+    """A given timestep grid (e.g. one found by `diffusion.tune_steps`): strictly increasing integers in [0, T-1]
+    (and `steps` of them if given) -> the list; anything else is a ValueError naming the problem."""
+    ok = (isinstance(grid, (list, tuple)) and len(grid) >= 1
+          and all(isinstance(t, int) and not isinstance(t, bool) for t in grid)
+          and all(b > a for a, b in zip(grid, grid[1:])) and 0 <= grid[0] and grid[-1] <= T - 1)
+    if not ok:
+        raise ValueError(f"a timestep grid must be strictly increasing integers in [0, {T - 1}], got {grid!r}")
+    if steps is not None and len(grid) != steps:
+        raise ValueError(f"a grid of {len(grid)} timesteps cannot run {steps} steps")
+    return list(grid)
+
+
 def check_guidance_interval(interval: Any, num_timesteps: int) -> tuple[int, int]:
     """[t_lo, t_hi] with integers 0 <= t_lo <= t_hi < T -> (t_lo, t_hi); anything else is a ConfigError."""
     ok = (isinstance(interval, (list, tuple)) and len(interval) == 2
@@ -172,7 +197,8 @@ def check_guidance_interval(interval: Any, num_timesteps: int) -> tuple[int, int
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """--spacing, --guidance-interval and --clip-x0 for the CLIs that sample a saved model (sample, evaluate,
     release); read them back with `sampling_overrides(args)`."""
-    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's)")
+    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's); DDIM keeps the model's tuned timesteps at the step "
+                             "counts it has them for")
     parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                         help="guide only at timesteps T_LO..T_HI (default: the model's, usually every step)")
     parser.add_argument("--clip-x0", default=None, choices=("on", "off"),

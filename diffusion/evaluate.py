@@ -172,7 +172,7 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
                            "feature_dim": classifier.config.feature_dim},
             "floor": asdict(floor), "rows": [asdict(r) for r in rows], "torch_threads": torch.get_num_threads(),
             "spacing": pipe.config.sampling.spacing, "guidance_interval": pipe.config.sampling.guidance_interval,
-            "clip_x0": pipe.config.clip_x0}
+            "clip_x0": pipe.config.clip_x0, "tuned_timesteps": pipe.config.sampling.tuned_timesteps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance-scale", type=float, nargs="+", default=None,
                         help="guidance scales to evaluate (default: the model's saved default)")
     add_sampling_arguments(parser)
+    parser.add_argument("--untuned", action="store_true",
+                        help="ignore the model's tuned DDIM timesteps (diffusion.tune_steps): DDIM follows the spacing")
     parser.add_argument("--per-class", type=int, default=100, help="generated and real images per class")
     parser.add_argument("--batch-size", type=int, default=50, help="images per generate call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real test draw")
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a missing or broken model or classifier, or bad settings: a usage error, not a traceback
         pipe = Pipeline.from_pretrained(args.model, precision=args.precision)
         pipe.config.override_sampling(**sampling_overrides(args))
+        if args.untuned:
+            pipe.config.sampling.tuned_timesteps = None
         classifier = load_classifier(args.classifier or Path("checkpoints/classifiers") / pipe.config.dataset)
     except (CheckpointError, ValueError) as e:
         parser.error(str(e))

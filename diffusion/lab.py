@@ -318,5 +318,5 @@ def model_summary(pipe: Pipeline) -> str:
     return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
-            f"{s.steps} steps ({s.spacing} spacing), guidance {s.guidance_scale:g}{where} · "
+            f"{s.steps} steps ({'tuned' if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing} timesteps), guidance {s.guidance_scale:g}{where} · "
             f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device}")

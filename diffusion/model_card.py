@@ -91,7 +91,10 @@ def model_card(directory: str | Path) -> str:
         f"guidance scale {s.guidance_scale:g} "
         + (f"at timesteps {s.guidance_interval[0]}..{s.guidance_interval[1]} (unguided above)"
            if s.guidance_interval else "at every step")
-        + f", {s.spacing} timestep spacing, predicted x0 {'clipped' if config.clip_x0 else 'not clipped'} to "
+        + f", {s.spacing} timestep spacing"
+        + (f" (DDIM at {', '.join(sorted(s.tuned_timesteps, key=int))} steps: the model's tuned timesteps, "
+           "`diffusion.tune_steps`)" if s.tuned_timesteps else "")
+        + f", predicted x0 {'clipped' if config.clip_x0 else 'not clipped'} to "
         "[-1, 1] while sampling.",
         "",
         "![samples](samples.png)" if (directory / "samples.png").exists() else "",

@@ -114,6 +114,14 @@ class Pipeline:
             generator = torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         return torch.randn((n, *self.image_shape), generator=generator).to(self.device)
 
+    def plan(self, sampler: str, steps: int, spacing: str | None = None, eta: float = 0.0) -> ReversePlan:
+        """The sampler's per-step constants: DDIM takes the model's tuned grid for this step count (config
+        sampling.tuned_timesteps, from diffusion.tune_steps) unless a spacing is given; otherwise the timesteps
+        follow `spacing` (None = the model's)."""
+        d = self.config.sampling
+        grid = (d.tuned_timesteps or {}).get(str(steps)) if sampler == "ddim" and spacing is None else None
+        return make_plan(sampler, self.schedule, steps, d.spacing if spacing is None else spacing, eta, grid)
+
     def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                 steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
                 spacing: str | None = None, guidance_interval: tuple[int, int] | list[int] | None = None,
@@ -126,13 +134,12 @@ class Pipeline:
         steps = d.steps if steps is None else steps
         eta = d.eta if eta is None else eta
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
-        spacing = d.spacing if spacing is None else spacing
         interval = d.guidance_interval if guidance_interval is None else guidance_interval
         if interval is not None:
             interval = check_guidance_interval(interval, self.config.num_timesteps)
         if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        plan = make_plan(sampler, self.schedule, steps, spacing, eta)
+        plan = self.plan(sampler, steps, spacing, eta)
 
         context = self.context(labels) if labels is not None else None
         if context is None and self.config.num_classes > 0:
@@ -167,7 +174,7 @@ class Pipeline:
         DDIM only); steps 1..T;
         guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class), applied at the timesteps in
         guidance_interval (t_lo, t_hi) if one is given or saved, else at all; spacing picks the timesteps
-        (samplers.timesteps); seed makes the starting noise and every sampling step reproducible; x_T (N, C, H, W)
+        (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed makes the starting noise and every sampling step reproducible; x_T (N, C, H, W)
         overrides the starting noise; callback(StepInfo) is called after every step (x_t and x0 in model range
         [-1, 1]). Arguments left out take the defaults saved in config.json.
         """

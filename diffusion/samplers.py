@@ -24,7 +24,7 @@ from typing import Callable, Iterator, get_args
 import torch
 from torch import Tensor
 
-from .config import SAMPLER_NAMES, SPACINGS, Spacing
+from .config import SAMPLER_NAMES, SPACINGS, Spacing, check_grid
 from .schedules import NoiseSchedule
 
 Denoiser = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -117,17 +117,20 @@ def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacin
     return ReversePlan("ddpm", time_pairs(ts), coef_x0, coef_eps, sigma)
 
 
-def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trailing", eta: float = 0.0) -> ReversePlan:
+def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trailing", eta: float = 0.0,
+              grid: list[int] | None = None) -> ReversePlan:
     """DDIM, Song et al. eq. 12 with sigma from eq. 16:
 
     x_{t_prev} = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps_hat + sigma z,
     sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev).
 
     eta = 0 is deterministic; eta = 1 has the DDPM posterior variance (equal to `ddpm_plan` on the same timesteps).
+    grid: explicit timesteps (`steps` of them, increasing) instead of `spacing`, e.g. a model's tuned grid.
     """
     if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
-    ts = timesteps(schedule.num_timesteps, steps, spacing)
+    ts = (timesteps(schedule.num_timesteps, steps, spacing) if grid is None
+          else check_grid(grid, schedule.num_timesteps, steps))
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     coef_x0, coef_eps, sigma = [], [], []
     for t, t_prev in time_pairs(ts):
@@ -231,12 +234,14 @@ def dpm_solver_pp(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, st
 
 
 def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacing = "trailing",
-              eta: float = 0.0) -> ReversePlan:
-    """The plan of a named sampler (eta applies to DDIM only)."""
+              eta: float = 0.0, grid: list[int] | None = None) -> ReversePlan:
+    """The plan of a named sampler (eta and an explicit timestep grid apply to DDIM only)."""
+    if grid is not None and sampler != "ddim":
+        raise ValueError(f"an explicit timestep grid is a DDIM setting, not {sampler!r}'s")
     if sampler == "ddpm":
         return ddpm_plan(schedule, steps, spacing)
     if sampler == "ddim":
-        return ddim_plan(schedule, steps, spacing, eta)
+        return ddim_plan(schedule, steps, spacing, eta, grid)
     if sampler == "dpm++":
         return dpm_solver_pp_plan(schedule, steps, spacing)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLER_NAMES}")

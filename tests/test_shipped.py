@@ -38,6 +38,7 @@ def test_shipped_model(directory):
     assert recorded == {k: v for k, v in (("spacing", d.spacing), ("guidance_interval", d.guidance_interval),
                                           ("clip_x0", pipe.config.clip_x0)) if k in recorded}, \
         "evaluated with the sampling settings that config.json ships"
+    assert evaluation.get("tuned_timesteps") == d.tuned_timesteps, "evaluated with the DDIM grids config.json ships"
     assert all(r["accuracy"] >= 0.95 for r in default), "the defaults reach the class-accuracy target"
     assert len(list((directory / "examples").glob("*.png"))) >= len(pipe.class_names)
     for f in directory.rglob("*"):
