@@ -48,8 +48,8 @@ def fine_path(pipe: Pipeline, per_class: int = 4, seed: int = 777) -> FinePath:
     """Run DDIM over every timestep with the model's saved guidance on `per_class` noises per class (or 4 * per_class
     unconditional noises): about T * N network passes (x2 where guided)."""
     T = pipe.config.num_timesteps
-    n = pipe.config.num_classes or 1
-    labels = torch.arange(n).repeat_interleave(per_class).tolist() if pipe.config.num_classes else None
+    K = pipe.config.num_classes
+    labels = torch.arange(K).repeat_interleave(per_class).tolist() if K else None
     infos: list[StepInfo] = []
     final = pipe.generate(labels, n=None if labels else 4 * per_class, sampler="ddim", steps=T, eta=0.0,
                           spacing="trailing", seed=seed, callback=infos.append)

@@ -80,6 +80,21 @@ def test_evaluation_table(digits_classifier, tmp_path):
                           "--out", str(out)]) == 0
     saved = json.loads(out.read_text())
     assert saved["rows"][0]["sampler"] == "dpm++" and saved["spacing"] == "quadratic"
+    assert saved["tuned_timesteps"] is None
+    from diffusion.checkpoint import load_config
+
+    config = load_config(model_dir)  # a tuned grid is recorded, and --untuned evaluates without it
+    config.sampling.tuned_timesteps = {"2": [10, 49]}
+    config.to_json_file(model_dir / "config.json")
+    common = ["--model", str(model_dir), "--classifier", str(digits_classifier), "--samplers", "ddim:2",
+              "--per-class", "3", "--out", str(out)]
+    assert evaluate_main(common) == 0
+    tuned = json.loads(out.read_text())
+    assert tuned["tuned_timesteps"] == {"2": [10, 49]}
+    assert evaluate_main([*common, "--untuned"]) == 0
+    untuned = json.loads(out.read_text())
+    assert untuned["tuned_timesteps"] is None and untuned["rows"][0]["frechet_distance"] != tuned["rows"][0][
+        "frechet_distance"]
     assert saved["guidance_interval"] == [0, 20] and saved["clip_x0"] is False
     for bad in (["--samplers", "euler:3"], ["--guidance-interval", "9", "2"], ["--model", str(tmp_path / "none")],
                 ["--classifier", str(tmp_path / "none")]):  # a usage error, not a traceback
