@@ -197,8 +197,9 @@ def check_guidance_interval(interval: Any, num_timesteps: int) -> tuple[int, int
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """--spacing, --guidance-interval and --clip-x0 for the CLIs that sample a saved model (sample, evaluate,
     release); read them back with `sampling_overrides(args)`."""
-    parser.add_argument("--spacing", default=None, choices=SPACINGS, help="timestep spacing (default: the model's); DDIM keeps the model's tuned timesteps at the step "
-                             "counts it has them for")
+    parser.add_argument("--spacing", default=None, choices=SPACINGS,
+                        help="timestep spacing (default: the model's); DDIM keeps the model's tuned timesteps at the "
+                             "step counts it has them for")
     parser.add_argument("--guidance-interval", type=int, nargs=2, default=None, metavar=("T_LO", "T_HI"),
                         help="guide only at timesteps T_LO..T_HI (default: the model's, usually every step)")
     parser.add_argument("--clip-x0", default=None, choices=("on", "off"),

@@ -315,8 +315,9 @@ def model_summary(pipe: Pipeline) -> str:
     params = sum(p.numel() for p in pipe.model.parameters())
     s = c.sampling
     where = f" at t in [{s.guidance_interval[0]}, {s.guidance_interval[1]}]" if s.guidance_interval else ""
+    grid = "tuned" if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing
     return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
-            f"{s.steps} steps ({'tuned' if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing} timesteps), guidance {s.guidance_scale:g}{where} · "
+            f"{s.steps} steps ({grid} timesteps), guidance {s.guidance_scale:g}{where} · "
             f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device}")

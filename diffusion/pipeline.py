@@ -174,9 +174,10 @@ class Pipeline:
         DDIM only); steps 1..T;
         guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class), applied at the timesteps in
         guidance_interval (t_lo, t_hi) if one is given or saved, else at all; spacing picks the timesteps
-        (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed makes the starting noise and every sampling step reproducible; x_T (N, C, H, W)
-        overrides the starting noise; callback(StepInfo) is called after every step (x_t and x0 in model range
-        [-1, 1]). Arguments left out take the defaults saved in config.json.
+        (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed
+        makes the starting noise and every sampling step reproducible; x_T (N, C, H, W) overrides the starting noise;
+        callback(StepInfo) is called after every step (x_t and x0 in model range [-1, 1]). Arguments left out take
+        the defaults saved in config.json.
         """
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
                                                      guidance_scale=guidance_scale, spacing=spacing,
