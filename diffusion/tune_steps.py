@@ -23,6 +23,7 @@ grids it was measured with).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,17 +51,21 @@ def fine_path(pipe: Pipeline, per_class: int = 4, seed: int = 777) -> FinePath:
     T = pipe.config.num_timesteps
     K = pipe.config.num_classes
     labels = torch.arange(K).repeat_interleave(per_class).tolist() if K else None
-    infos: list[StepInfo] = []
-    final = pipe.generate(labels, n=None if labels else 4 * per_class, sampler="ddim", steps=T, eta=0.0,
-                          spacing="trailing", seed=seed, callback=infos.append)
-    ab = pipe.schedule.alphas_cumprod.to("cpu", torch.float64)
-    z = torch.empty(T + 1, final[0].numel() * len(final), dtype=torch.float64)
-    x0, eps = torch.empty(T, z.shape[1], dtype=torch.float64), torch.empty(T, z.shape[1], dtype=torch.float64)
-    for info in infos:
-        x_t, pred = info.x_t.reshape(-1).cpu().double(), info.x0.reshape(-1).cpu().double()
-        z[info.t + 1], x0[info.t] = x_t, pred
-        eps[info.t] = (x_t - ab[info.t].sqrt() * pred) / (1 - ab[info.t]).sqrt()
-    z[0] = infos[-1].x_prev.reshape(-1).cpu().double()
+    N = K * per_class if K else 4 * per_class
+    D = N * math.prod(pipe.config.image_shape)
+    z = torch.empty(T + 1, D, dtype=torch.float64)
+    x0, eps = torch.empty(T, D, dtype=torch.float64), torch.empty(T, D, dtype=torch.float64)
+
+    def record(info: StepInfo) -> None:  # rows are filled as the path runs: nothing else is kept
+        t = torch.full((info.x_t.shape[0],), info.t, dtype=torch.long, device=info.x_t.device)
+        z[info.t + 1] = info.x_t.reshape(-1).double().cpu()
+        x0[info.t] = info.x0.reshape(-1).double().cpu()
+        eps[info.t] = pipe.schedule.eps_from_x0(info.x_t, t, info.x0).reshape(-1).double().cpu()
+        if info.t_prev == -1:
+            z[0] = info.x_prev.reshape(-1).double().cpu()
+
+    pipe.generate(labels, n=None if labels else N, sampler="ddim", steps=T, eta=0.0,
+                  spacing="trailing", seed=seed, callback=record)
     return FinePath(z, x0, eps)
 
 
