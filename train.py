@@ -52,7 +52,8 @@ HELP = {
     "save_every": "steps between checkpoints (state.pt and model/)",
     "sample_every": "steps between sample grids and GIFs in samples/ (and validation loss)",
     "resume": "continue the run in --output-dir from its last checkpoint",
-    "init_from": "start from the model and EMA weights of another run directory (fine-tuning; new optimiser)",
+    "init_from": "start from the model and EMA weights of another run directory (fine-tuning; new optimiser); "
+                 "with more --attention-levels than it has, the new layers start as the identity",
     "push_to_hub": "after training, upload the model directory to this Hugging Face Hub repo (owner/name)",
     "progress": "show a progress bar",
 }

@@ -35,7 +35,7 @@ from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
 from .schedules import NoiseSchedule
-from .unet import UNet, UNetConfig
+from .unet import SelfAttention, UNet, UNetConfig
 
 STATE_NAME = "state.pt"
 MODEL_DIR_NAME = "model"
@@ -241,6 +241,19 @@ def model_config(cfg: TrainConfig, dataset: ImageDataset, sampling: SamplingDefa
 # the loop
 
 
+
+def grow_from(model: nn.Module, source: dict[str, Tensor]) -> list[str]:
+    """Load `source` into `model`, which may have self-attention layers the source lacks; returns their keys.
+
+    Anything else missing, left over or of another shape raises RuntimeError (as a strict load does)."""
+    result = model.load_state_dict(source, strict=False)
+    attention_prefixes = tuple(name + "." for name, m in model.named_modules() if isinstance(m, SelfAttention))
+    foreign = [k for k in result.missing_keys if not k.startswith(attention_prefixes)]
+    if foreign or result.unexpected_keys:
+        raise RuntimeError(f"missing {foreign[:4]}, unexpected {result.unexpected_keys[:4]}")
+    return list(result.missing_keys)
+
+
 class Trainer:
     """Holds one run: data, model, EMA, optimiser; `run()` trains to the last step, saving as it goes."""
 
@@ -321,17 +334,23 @@ class Trainer:
         self.log_print(f"resumed {self.out} at step {self.step}/{self.total_steps}")
 
     def _init_weights(self, run: Path) -> None:
-        """Fine-tuning: the network and EMA weights of another run (same architecture); a fresh optimiser, step 0."""
+        """Fine-tuning: the network and EMA weights of another run; a fresh optimiser, step 0.
+
+        The architecture is the same, or it grows the source by self-attention layers (`--attention-levels`): every
+        other weight is taken over and the new layers start as the identity (their output projection is zero, see
+        `SelfAttention`), so the grown network computes the source's function at step 0 and training adds capacity
+        to a trained model instead of starting over."""
         try:
             state = load_state(run)
         except FileNotFoundError as e:
             raise TrainingError(f"--init-from {run}: no {STATE_NAME} there") from e
         try:
-            self.model.load_state_dict(state["model"], strict=True)
-            self.ema.model.load_state_dict(state["ema"], strict=True)
+            new_keys = grow_from(self.model, state["model"])
+            grow_from(self.ema.model, state["ema"])
         except (KeyError, RuntimeError) as e:
             raise TrainingError(f"--init-from {run}: its weights do not fit this architecture ({e})") from e
-        self.log_print(f"initialised from {run} (its step {state.get('step')})")
+        grown = f"; {len(new_keys)} new self-attention tensors start as the identity" if new_keys else ""
+        self.log_print(f"initialised from {run} (its step {state.get('step')}){grown}")
 
     def log_print(self, message: str) -> None:
         if self.dist.is_main:

@@ -123,7 +123,10 @@ class SelfAttention(nn.Module):
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W)
         q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each (B, heads, H*W, C/heads)
-        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H*W, C/heads)
+        # softmax(q k^T / sqrt(d)) v written out: at these sizes (49-196 positions) it trains several times faster on
+        # CPU under bf16 autocast than F.scaled_dot_product_attention, whose bf16 backward is slow there.
+        weights = (q @ k.transpose(-1, -2) * (C // self.heads) ** -0.5).softmax(dim=-1)  # (B, heads, HW, HW)
+        h = weights @ v  # (B, heads, H*W, C/heads)
         h = h.transpose(-1, -2).reshape(B, C, H, W)
         return x + self.proj(h)
 

@@ -205,3 +205,22 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path):
         Trainer(tiny_run(tmp_path / "x", init_from=str(tmp_path / "nowhere")))
     with pytest.raises(TrainingError, match="do not fit this architecture"):
         Trainer(tiny_run(tmp_path / "y", base_channels=32, init_from=str(tmp_path / "src")))
+
+
+def test_init_from_grows_a_trained_model_by_attention_layers_that_start_as_the_identity(tmp_path):
+    source = Trainer(tiny_run(tmp_path / "src", max_steps=10))
+    source.run()
+    grown = Trainer(tiny_run(tmp_path / "grown", max_steps=10, attention_levels=[1], init_from=str(tmp_path / "src")))
+    new = set(grown.model.state_dict()) - set(source.model.state_dict())
+    assert new and all(".attentions." in k for k in new)  # the down, middle and up attention layers of level 1
+    x, t = torch.randn(4, 1, 16, 16), torch.tensor([0, 10, 50, 99])
+    context = torch.eye(10)[:4]
+    for old_net, new_net in ((source.model, grown.model), (source.ema.model, grown.ema.model)):
+        with torch.no_grad():
+            torch.testing.assert_close(new_net(x, t, context), old_net(x, t, context), rtol=0, atol=1e-6)
+    grown.run()  # the new layers train: their output projections leave zero
+    moved = [k for k in new if k.endswith("proj.weight") and grown.model.state_dict()[k].abs().max() > 0]
+    assert moved
+    # Shrinking (the source has layers this model lacks) is not growing: refused with the reason.
+    with pytest.raises(TrainingError, match="do not fit this architecture.*unexpected"):
+        Trainer(tiny_run(tmp_path / "shrunk", init_from=str(tmp_path / "grown")))

@@ -79,3 +79,15 @@ def test_timestep_embedding():
 def test_config_validation(bad, message):
     with pytest.raises(ValueError, match=message):
         UNet(UNetConfig(**{**small().to_dict(), **bad}))
+
+
+def test_self_attention_is_multi_head_scaled_dot_product_attention():
+    from diffusion.unet import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(channels=16, heads=4, groups=4)
+    torch.nn.init.normal_(attn.proj.weight)  # the zero-initialised output projection would hide everything
+    x = torch.randn(2, 16, 5, 7)
+    q, k, v = attn.qkv(attn.norm(x)).reshape(2, 3, 4, 4, 35).transpose(-1, -2).unbind(dim=1)
+    expected = x + attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(2, 16, 5, 7))
+    torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
