@@ -16,8 +16,19 @@ from typing import Callable
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# The architecture of checkpoints/fashion-mnist-fast (TrainConfig's defaults are that of checkpoints/fashion-mnist).
-FAST = dict(base_channels=32, channel_mult=[1, 2], num_res_blocks=1, patch_size=2, norm_groups=8)
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+ARCHITECTURE_FIELDS = ("base_channels", "channel_mult", "num_res_blocks", "attention_levels", "patch_size",
+                       "norm_groups")
+
+
+def shipped_architecture(name: str) -> dict:
+    """The U-Net of checkpoints/NAME as TrainConfig arguments, so that benchmarks train what the repo ships."""
+    unet = json.loads((CHECKPOINTS / name / "config.json").read_text())["unet"]
+    return {k: unet[k] for k in ARCHITECTURE_FIELDS}
+
+
+FAST = shipped_architecture("fashion-mnist-fast")
+DEFAULT = shipped_architecture("fashion-mnist")
 
 
 def timeit(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

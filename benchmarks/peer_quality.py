@@ -4,8 +4,9 @@ DDIM 50 steps, in one run.
 
 Peer recipe (what a diffusers user runs): UNet2DModel 32/64/64 with class embeddings, DDPMScheduler (linear betas,
 epsilon), AdamW 1e-3 with warm-up and cosine decay, EMA 0.999, bf16 autocast, batch 128; sampled with diffusers'
-DDIMScheduler. Ours: the fast architecture (FAST below; `--ours default` for TrainConfig's defaults) in our loop
-for the same time; `--save-ours DIR` keeps our run (its model/ is what ships as checkpoints/fashion-mnist-fast).
+DDIMScheduler. Ours: the architecture of checkpoints/fashion-mnist-fast (`--ours default`: that of
+checkpoints/fashion-mnist) in our loop for the same time; `--save-ours DIR` keeps our run (its model/ is what ships
+as checkpoints/fashion-mnist-fast).
 
 Usage: python benchmarks/peer_quality.py [--minutes 20] [--ours fast|default] [--save-ours runs/fmnist-fast]
 """
@@ -23,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import FAST, PeerTrainer, machine, write_result  # noqa: E402
+from common import DEFAULT, FAST, PeerTrainer, machine, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
 from diffusion.checkpoint import TRAINING_NAME, atomic_write  # noqa: E402
 from diffusion.classifier import load_classifier  # noqa: E402
@@ -98,7 +99,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = args.save_ours or str(Path(tmp) / "ours")
-        ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else {})
+        ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else DEFAULT)
         if args.save_ours:  # say in the model's training record how its step count was chosen
             record_path = Path(out) / "model" / TRAINING_NAME
             record = json.loads(record_path.read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import FAST, PeerTrainer, machine, write_result  # noqa: E402
+from common import DEFAULT, FAST, PeerTrainer, machine, write_result  # noqa: E402
 from diffusion.training import TrainConfig, Trainer  # noqa: E402
 
 
@@ -29,11 +29,11 @@ def images_per_second(step_fn, steps: int, batch: int, warmup: int = 3) -> float
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(precision: str, steps: int, batch: int, architecture: dict | None = None) -> float:
-    """Our loop (Trainer.train_step: loss, backward, clipping, AdamW, EMA) on TrainConfig's default model."""
+def ours(precision: str, steps: int, batch: int, architecture: dict) -> float:
+    """Our loop (Trainer.train_step: loss, backward, clipping, AdamW, EMA) on a shipped model's architecture."""
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(TrainConfig(precision=precision, batch_size=batch, max_steps=10_000, output_dir=out,
-                                      progress=False, **(architecture or {})))
+                                      progress=False, **architecture))
         trainer.model.train()
         return images_per_second(trainer.train_step, steps, batch)
 
@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     result = {}
-    runs = (("ours", lambda p: ours(p, args.steps, args.batch_size)),
+    runs = (("ours", lambda p: ours(p, args.steps, args.batch_size, DEFAULT)),
             ("ours_fast", lambda p: ours(p, args.steps, args.batch_size, FAST)),
             ("peer", lambda p: peer(p, args.steps, args.batch_size)))
     for name, fn in runs:
