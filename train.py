@@ -18,7 +18,8 @@ HELP = {
     "dataset": "data set to train on",
     "data_dir": "directory holding the data set files (searched before the default locations)",
     "download": "download the data set first (needs internet; mnist, fashion-mnist, cifar10)",
-    "hflip": "random horizontal flips (default: on where flips keep the label: fashion-mnist, cifar10, sprites)",
+    "hflip": "random horizontal flips (default: on where a mirrored image is as likely as the original: "
+             "cifar10, sprites; off for fashion-mnist, whose shoes all face left, and the digits)",
     "epochs": "number of passes over the training set (overrides --max-steps)",
     "max_steps": "number of optimiser steps (used unless --epochs is given)",
     "batch_size": "global batch size (split over torchrun processes)",
@@ -52,7 +53,8 @@ HELP = {
     "save_every": "steps between checkpoints (state.pt and model/)",
     "sample_every": "steps between sample grids and GIFs in samples/ (and validation loss)",
     "resume": "continue the run in --output-dir from its last checkpoint",
-    "init_from": "start from the model and EMA weights of another run directory (fine-tuning; new optimiser); "
+    "init_from": "start from the model and EMA weights of another run directory, or from a model directory "
+                 "(config.json + model.safetensors, e.g. checkpoints/fashion-mnist); fine-tuning, new optimiser; "
                  "with more --attention-levels than it has, the new layers start as the identity",
     "push_to_hub": "after training, upload the model directory to this Hugging Face Hub repo (owner/name)",
     "progress": "show a progress bar",

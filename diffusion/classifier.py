@@ -39,6 +39,7 @@ class ClassifierConfig:
     width: int = 32
     test_accuracy: float | None = None
     train_command: str = ""
+    hflip: bool | None = None  # random horizontal flips in training (None: recorded before this field existed)
 
     @property
     def feature_dim(self) -> int:
@@ -121,11 +122,14 @@ def accuracy(model: Classifier, data: ImageDataset, batch_size: int = 500) -> fl
 
 
 def train_classifier(train: ImageDataset, test: ImageDataset, *, epochs: int = 8, batch_size: int = 128,
-                     lr: float = 2e-3, width: int = 32, seed: int = 0, log=print) -> Classifier:
-    """AdamW + one-cycle cosine schedule, light augmentation; returns the model with test accuracy recorded."""
+                     lr: float = 2e-3, width: int = 32, seed: int = 0, hflip: bool | None = None,
+                     log=print) -> Classifier:
+    """AdamW + one-cycle cosine schedule, light augmentation (flips: the data set's default unless given); returns
+    the model with test accuracy recorded."""
     torch.manual_seed(seed)
     C, H, W = train.image_shape
-    config = ClassifierConfig(train.name, H, C, len(train.class_names), width)
+    hflip = train.hflip if hflip is None else hflip
+    config = ClassifierConfig(train.name, H, C, len(train.class_names), width, hflip=hflip)
     model = Classifier(config)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     steps_per_epoch = max(1, len(train) // batch_size)
@@ -138,7 +142,7 @@ def train_classifier(train: ImageDataset, test: ImageDataset, *, epochs: int = 8
         t0, total_loss = time.perf_counter(), 0.0
         for i in range(steps_per_epoch):
             idx = order[i * batch_size:(i + 1) * batch_size]
-            x = augment(to_model_range(train.images[idx]), train.hflip, g)
+            x = augment(to_model_range(train.images[idx]), hflip, g)
             loss = F.cross_entropy(model(x), train.labels[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -160,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="training epochs")
     parser.add_argument("--width", type=int, default=32, help="channels of the first stage (features: 4x this)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--hflip", action=argparse.BooleanOptionalAction, default=None,
+                        help="random horizontal flips (default: the data set's, as in train.py); the shipped "
+                             "Fashion-MNIST classifier was trained with --hflip")
     args = parser.parse_args(argv)
     train = load_dataset(args.dataset, "train", args.data_dir)
     test = load_dataset(args.dataset, "test", args.data_dir)
-    model = train_classifier(train, test, epochs=args.epochs, width=args.width, seed=args.seed,
+    model = train_classifier(train, test, epochs=args.epochs, width=args.width, seed=args.seed, hflip=args.hflip,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
     model.config.train_command = "python -m diffusion.classifier " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]))

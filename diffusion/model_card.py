@@ -53,7 +53,8 @@ def training_lines(training: dict) -> list[str]:
               f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
               f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
               f"{training.get('hardware', '?')}; validation loss at the end "
-              f"{'n/a' if val is None else f'{val:.4f}'}."]
+              f"{'n/a' if val is None else f'{val:.4f}'}"
+              + {True: "; random horizontal flips.", False: "; no flips."}.get(training.get("horizontal_flips"), ".")]
     if training.get("wall_time_note"):
         lines += ["", f"({training['wall_time_note']})"]
     return lines

@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .checkpoint import TRAINING_NAME, atomic_write, save_model_dir
+from .checkpoint import (CONFIG_NAME, TRAINING_NAME, WEIGHTS_NAME, CheckpointError, atomic_write,
+                         load_model_dir, save_model_dir)
 from .ema import EMA
 from .losses import diffusion_loss
 from .model_card import write_model_card
@@ -57,7 +58,7 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     download: bool = False
-    hflip: bool | None = None  # None: the data set's default (flips preserve the label)
+    hflip: bool | None = None  # None: the data set's default (flips on where a mirrored image is as likely)
     # length and optimisation
     epochs: int | None = None
     max_steps: int | None = 20_000  # used when epochs is None
@@ -96,7 +97,7 @@ class TrainConfig:
     save_every: int = 1000
     sample_every: int = 2000
     resume: bool = False
-    init_from: str | None = None  # start a new run from the weights (model and EMA) of another run's state.pt
+    init_from: str | None = None  # start a new run from another run's weights or from a model directory
     push_to_hub: str | None = None
     progress: bool = True
 
@@ -333,24 +334,42 @@ class Trainer:
                 atomic_write(log, lambda p: p.write_text("".join(k + "\n" for k in kept)))
         self.log_print(f"resumed {self.out} at step {self.step}/{self.total_steps}")
 
-    def _init_weights(self, run: Path) -> None:
-        """Fine-tuning: the network and EMA weights of another run; a fresh optimiser, step 0.
+    def _init_weights(self, source: Path) -> None:
+        """Fine-tuning: start from the weights of another run (its state.pt: network and EMA) or of an exported
+        model directory (config.json + model.safetensors, e.g. a shipped checkpoint: its EMA weights start both the
+        network and the EMA); a fresh optimiser, step 0.
 
         The architecture is the same, or it grows the source by self-attention layers (`--attention-levels`): every
         other weight is taken over and the new layers start as the identity (their output projection is zero, see
         `SelfAttention`), so the grown network computes the source's function at step 0 and training adds capacity
         to a trained model instead of starting over."""
+        flag = f"--init-from {source}"
+        if (source / STATE_NAME).is_file():
+            state = load_state(source)
+            weights, ema_weights, origin = state["model"], state["ema"], f"its step {state.get('step')}"
+        elif (source / CONFIG_NAME).is_file():
+            try:
+                config, network = load_model_dir(source)
+            except CheckpointError as e:
+                raise TrainingError(f"{flag}: {e}") from e
+            mine = self.diffusion_config
+            differing = [f"{k}: model has {getattr(config, k)!r}, this run {getattr(mine, k)!r}"
+                         for k in ("num_timesteps", "schedule", "beta_start", "beta_end", "prediction_type",
+                                   "class_names") if getattr(config, k) != getattr(mine, k)]
+            if differing:
+                raise TrainingError(f"{flag}: the model was trained for another diffusion: {'; '.join(differing)}")
+            weights = ema_weights = network.state_dict()
+            origin = "its exported EMA weights"
+        else:
+            raise TrainingError(f"{flag}: neither a run directory ({STATE_NAME}) nor a model directory "
+                                f"({CONFIG_NAME} + {WEIGHTS_NAME})")
         try:
-            state = load_state(run)
-        except FileNotFoundError as e:
-            raise TrainingError(f"--init-from {run}: no {STATE_NAME} there") from e
-        try:
-            new_keys = grow_from(self.model, state["model"])
-            grow_from(self.ema.model, state["ema"])
+            new_keys = grow_from(self.model, weights)
+            grow_from(self.ema.model, ema_weights)
         except (KeyError, RuntimeError) as e:
-            raise TrainingError(f"--init-from {run}: its weights do not fit this architecture ({e})") from e
+            raise TrainingError(f"{flag}: its weights do not fit this architecture ({e})") from e
         grown = f"; {len(new_keys)} new self-attention tensors start as the identity" if new_keys else ""
-        self.log_print(f"initialised from {run} (its step {state.get('step')}){grown}")
+        self.log_print(f"initialised from {source} ({origin}){grown}")
 
     def log_print(self, message: str) -> None:
         if self.dist.is_main:
@@ -430,9 +449,11 @@ class Trainer:
                   "epochs": self.step / self.steps_per_epoch, "batch_size": self.cfg.batch_size,
                   "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                   "processes": self.dist.world_size, "parameters": sum(p.numel() for p in self.model.parameters()),
-                  "val_loss": self.last_val_loss, "train_config": dataclasses.asdict(self.cfg)}
+                  "val_loss": self.last_val_loss, "horizontal_flips": self.hflip,
+                  "train_config": dataclasses.asdict(self.cfg)}
         if self.cfg.init_from:  # the run this one continued from, so the whole history travels with the model
-            source = Path(self.cfg.init_from) / MODEL_DIR_NAME / TRAINING_NAME
+            source = Path(self.cfg.init_from)
+            source = (source if (source / CONFIG_NAME).is_file() else source / MODEL_DIR_NAME) / TRAINING_NAME
             record["init_from"] = json.loads(source.read_text()) if source.exists() else self.cfg.init_from
         atomic_write(model_dir / TRAINING_NAME, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
 

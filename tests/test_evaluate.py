@@ -44,6 +44,7 @@ def digits_classifier(tmp_path_factory):
 def test_classifier_beats_chance_by_far_on_real_data(digits_classifier):
     clf = load_classifier(digits_classifier)
     assert clf.config.test_accuracy > 0.85  # chance is 0.1
+    assert clf.config.hflip is False  # the data set's default (digits are not mirror-symmetric), recorded
     train = load_dataset("digits", "train")
     images, labels = balanced_subset(train, 20, seed=0)
     assert torch.bincount(labels).tolist() == [20] * 10
@@ -142,3 +143,18 @@ def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path)
     assert card.startswith("---\nlicense: mit") and "| DDIM | 3 |" in card and "floor" in card
     assert "at timesteps 0..30 (unguided above), quadratic timestep spacing, predicted x0 not clipped" in card
     assert (out / "samples.png").exists() and (out / "evaluation.json").exists()
+    assert shipped.sampling.tuned_timesteps is None and results["tuned_timesteps"] is None
+
+    # --tune-steps: grids tuned for the picked guidance are stored and the table is evaluated with them.
+    results = release(run, out, [1.0, 2.0], sweep_setting="ddim:3:0", table=["ddim:3:0"], per_class=3,
+                      tune_steps=[3, 5], sweep_seeds=[1, 2], classifier_dir=digits_classifier, log=lambda m: None)
+    # A sweep over two seeds: each scale's row averages its two per-seed rows, and the defaults come from those.
+    assert [r["seeds"] for r in results["guidance_sweep"]] == [[1, 2], [1, 2]]
+    for row in results["guidance_sweep"]:
+        per_seed = [r for r in results["guidance_sweep_by_seed"] if r["guidance_scale"] == row["guidance_scale"]]
+        assert [r["seed"] for r in per_seed] == [1, 2]
+        assert row["frechet_distance"] == pytest.approx(sum(r["frechet_distance"] for r in per_seed) / 2, abs=1e-4)
+    assert load_config(out).sampling.guidance_scale == pick_best(results["guidance_sweep"], 0.95)["guidance_scale"]
+    grids = load_config(out).sampling.tuned_timesteps
+    assert sorted(grids) == ["3", "5"] and len(grids["3"]) == 3 and grids["5"][-1] == config.num_timesteps - 1
+    assert results["tuned_timesteps"] == grids

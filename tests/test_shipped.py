@@ -40,6 +40,9 @@ def test_shipped_model(directory):
         "evaluated with the sampling settings that config.json ships"
     assert evaluation.get("tuned_timesteps") == d.tuned_timesteps, "evaluated with the DDIM grids config.json ships"
     assert all(r["accuracy"] >= 0.95 for r in default), "the defaults reach the class-accuracy target"
+    training = json.loads((directory / "training.json").read_text())
+    if pipe.config.dataset == "fashion-mnist":  # its shoes face one way: a flip-trained model draws half mirrored
+        assert training["horizontal_flips"] is False, "the last training phase ran without flips"
     assert len(list((directory / "examples").glob("*.png"))) >= len(pipe.class_names)
     for f in directory.rglob("*"):
         assert f.stat().st_size < 50 * 2**20, f

@@ -39,7 +39,7 @@ def test_training_lowers_the_loss_and_exports_a_model(tmp_path):
     assert pipe.config.dataset == "digits" and pipe.class_names[3] == "3"
     assert pipe.generate([0, 9], steps=5, seed=0).shape == (2, 1, 16, 16)
     record = json.loads((model_dir / "training.json").read_text())
-    assert record["steps"] == 60 and record["val_loss"] is not None
+    assert record["steps"] == 60 and record["val_loss"] is not None and record["horizontal_flips"] is False
     assert (tmp_path / "run" / "samples" / "step_0000060.png").exists()
     assert (tmp_path / "run" / "samples" / "step_0000060.gif").exists()
     assert len(list((model_dir / "examples").glob("*.png"))) == 30
@@ -201,10 +201,28 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path):
     assert tuned.step == 0
     for a, b in zip(source.model.state_dict().values(), tuned.model.state_dict().values()):
         assert torch.equal(a, b)
-    with pytest.raises(TrainingError, match="no state.pt there"):
+    with pytest.raises(TrainingError, match=r"neither a run directory \(state.pt\) nor a model directory"):
         Trainer(tiny_run(tmp_path / "x", init_from=str(tmp_path / "nowhere")))
     with pytest.raises(TrainingError, match="do not fit this architecture"):
         Trainer(tiny_run(tmp_path / "y", base_channels=32, init_from=str(tmp_path / "src")))
+
+
+def test_init_from_a_model_directory_fine_tunes_its_exported_weights(tmp_path):
+    source = Trainer(tiny_run(tmp_path / "src", max_steps=10))
+    model_dir = source.run()  # config.json + model.safetensors: the EMA weights, as a shipped checkpoint holds
+    tuned = Trainer(tiny_run(tmp_path / "tuned", max_steps=4, lr=1e-4, init_from=str(model_dir)))
+    assert tuned.step == 0
+    for net in (tuned.model, tuned.ema.model):  # both start from the exported EMA weights
+        for (name, a), b in zip(source.ema.model.state_dict().items(), net.state_dict().values()):
+            assert torch.equal(a, b), name
+    record = json.loads((tuned.run() / "training.json").read_text())
+    assert record["init_from"]["steps"] == 10  # the source's history travels with the fine-tuned model
+    # A model trained for another diffusion process cannot be fine-tuned as if it were this one.
+    with pytest.raises(TrainingError, match="another diffusion: schedule: model has 'cosine', this run 'linear'"):
+        Trainer(tiny_run(tmp_path / "lin", schedule="linear", init_from=str(model_dir)))
+    (model_dir / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(TrainingError, match="init-from .*not a readable safetensors file"):
+        Trainer(tiny_run(tmp_path / "broken", init_from=str(model_dir)))
 
 
 def test_init_from_grows_a_trained_model_by_attention_layers_that_start_as_the_identity(tmp_path):
