@@ -1,0 +1,56 @@
+"""One network call of each shipped model in fp32, bf16 autocast and bf16 autocast with channels_last, at batch 1
+and 32: which precision and layout wins depends on the batch and on the CPU (AVX-512 bf16 or AMX).
+
+Usage: python benchmarks/precision.py [--models checkpoints/fashion-mnist ...] [--batches 1 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import machine, timeit, write_result  # noqa: E402
+from diffusion import Pipeline  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["checkpoints/fashion-mnist", "checkpoints/fashion-mnist-fast"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    result = {}
+    for model_dir in args.models:
+        net = Pipeline.from_pretrained(model_dir, precision="fp32").model.eval()
+        channels_last = Pipeline.from_pretrained(model_dir, precision="fp32").model.eval()
+        channels_last.to(memory_format=torch.channels_last)
+        for batch in args.batches:
+            x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # (B, 1, 28, 28)
+            t = torch.full((batch,), 500)
+            context = torch.eye(10)[torch.arange(batch) % 10]  # (B, 10) one-hot classes
+            bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+            modes = {"fp32": (net, x, nullcontext), "bf16 autocast": (net, x, bf16),
+                     "bf16 autocast, channels_last": (channels_last, x.contiguous(memory_format=torch.channels_last),
+                                                      bf16)}
+            with torch.inference_mode():
+                reference = net(x, t, context)
+                for mode, (model, inp, amp) in modes.items():
+                    def call():
+                        with amp():
+                            return model(inp, t, context)
+                    ms = 1000 * timeit(call, repeats=30, warmup=5)
+                    diff = float((call().float() - reference).abs().max())
+                    result[f"{model_dir} batch {batch} {mode}"] = {"ms_per_call": ms, "max_abs_diff_vs_fp32": diff}
+                    print(f"{model_dir} batch {batch:3d} {mode:30s} {ms:8.2f} ms per call  (max |diff| vs fp32 "
+                          f"{diff:.3f})", flush=True)
+    write_result("precision", result)
+
+
+if __name__ == "__main__":
+    main()
