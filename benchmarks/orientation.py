@@ -20,18 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import machine, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
 from diffusion.classifier import load_classifier  # noqa: E402
-from diffusion.data import load_dataset  # noqa: E402
+from diffusion.data import facing_fraction, load_dataset  # noqa: E402
 from diffusion.evaluate import balanced_subset, frechet_distance, score  # noqa: E402
 from diffusion.images import to_uint8  # noqa: E402
 
 ASYMMETRIC = {5: "Sandal", 7: "Sneaker", 9: "Ankle boot", 8: "Bag", 1: "Trouser"}
-
-
-def facing_fraction(images: torch.Tensor, class_mean: torch.Tensor) -> float:
-    """Share of (N, 1, H, W) images that correlate more with class_mean (H, W) than with its mirror image."""
-    x = images.float().flatten(1)
-    direction = (class_mean - class_mean.flip(-1)).flatten()
-    return float((((x - x.mean(1, keepdim=True)) @ direction) > 0).float().mean())
 
 
 def main() -> None:
@@ -42,9 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
-    means = {k: train.images[train.labels == k].float().mean(0)[0] for k in ASYMMETRIC}
-    result = {"real": {name: facing_fraction(train.images[train.labels == k], means[k])
-                       for k, name in ASYMMETRIC.items()}}
+    members = {k: train.images[train.labels == k] for k in ASYMMETRIC}  # (N_k, 1, 28, 28) uint8
+    means = {k: x.float().mean(0) for k, x in members.items()}  # (1, 28, 28)
+    result = {"real": {name: facing_fraction(members[k], means[k]) for k, name in ASYMMETRIC.items()}}
     print("real training images facing like their class: "
           + ", ".join(f"{name} {v:.3f}" for name, v in result["real"].items()))
 

@@ -7,6 +7,7 @@ Usage: python benchmarks/precision.py [--models checkpoints/fashion-mnist ...] [
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,13 +28,14 @@ def main() -> None:
     print(f"machine: {machine()}")
     result = {}
     for model_dir in args.models:
-        net = Pipeline.from_pretrained(model_dir, precision="fp32").model.eval()
-        channels_last = Pipeline.from_pretrained(model_dir, precision="fp32").model.eval()
-        channels_last.to(memory_format=torch.channels_last)
+        pipe = Pipeline.from_pretrained(model_dir, precision="fp32")
+        net = pipe.model.eval()
+        channels_last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+        num_classes = len(pipe.class_names)
         for batch in args.batches:
-            x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))  # (B, 1, 28, 28)
+            x = torch.randn(batch, *pipe.image_shape, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
             t = torch.full((batch,), 500)
-            context = torch.eye(10)[torch.arange(batch) % 10]  # (B, 10) one-hot classes
+            context = torch.eye(num_classes)[torch.arange(batch) % num_classes]  # (B, classes) one-hot
             bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
             modes = {"fp32": (net, x, nullcontext), "bf16 autocast": (net, x, bf16),
                      "bf16 autocast, channels_last": (channels_last, x.contiguous(memory_format=torch.channels_last),

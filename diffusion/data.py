@@ -69,6 +69,14 @@ def to_model_range(images_uint8: Tensor) -> Tensor:
     return images_uint8.float().div(127.5).sub(1.0)
 
 
+def facing_fraction(images: Tensor, class_mean: Tensor) -> float:
+    """Share of (N, C, H, W) images that correlate more with class_mean (C, H, W) than with its mirror image: how
+    many face the way their class does on average (why Fashion-MNIST trains without flips)."""
+    x = images.float().flatten(1)  # (N, C*H*W)
+    direction = (class_mean - class_mean.flip(-1)).flatten()
+    return float((((x - x.mean(1, keepdim=True)) @ direction) > 0).float().mean())
+
+
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:
     return F.one_hot(labels.long(), num_classes).float()
 
