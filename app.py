@@ -1,7 +1,8 @@
 """Diffusion Lab: a Gradio app to generate images with DDPM or DDIM, steer them by class, race DDPM against DDIM
 from the same noise, and explore the forward process. Layout and event wiring only; the work is in diffusion.lab.
 
-Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name)
+Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name;
+DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: a minute more at start-up, faster answers after)
 """
 
 from __future__ import annotations
@@ -265,10 +266,14 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
 
 def make_registry() -> ModelRegistry:
     hub = [h.strip() for h in os.environ.get("DIFFUSION_LAB_HUB_MODELS", "").split(",") if h.strip()]
-    return ModelRegistry(CHECKPOINTS, hub)
+    return ModelRegistry(CHECKPOINTS, hub, compile=os.environ.get("DIFFUSION_LAB_COMPILE", "") == "1")
 
 
-demo = build_demo(make_registry())
+registry = make_registry()
+demo = build_demo(registry)
 
 if __name__ == "__main__":
+    if registry.compile and registry.default():  # compile the default model before the first visitor waits for it
+        print(f"compiling {registry.default()} with torch.compile (about a minute on a 2-core CPU)...", flush=True)
+        registry.get(registry.default())
     demo.launch(**LAUNCH, theme=gr.themes.Soft(), footer_links=["api", "gradio"])

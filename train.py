@@ -47,6 +47,8 @@ HELP = {
     "precision": "fp32, or bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on recent GPUs)",
     "device": "cpu, cuda, or cuda:N",
     "num_threads": "torch CPU threads per process (default: cores / processes)",
+    "compile": "torch.compile the network for training (the first step compiles; benchmarks/training_throughput.py "
+               "measures the gain)",
     "seed": "random seed (data order, noise and timesteps are functions of seed and step)",
     "output_dir": "run directory: state.pt, model/, log.jsonl, samples/",
     "log_every": "steps between log.jsonl records",

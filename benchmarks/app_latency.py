@@ -2,6 +2,7 @@
 final result, through gradio_client against a local server running the shipped model.
 
 Usage: python benchmarks/app_latency.py [--repeats 5]
+       DIFFUSION_LAB_COMPILE=1 python benchmarks/app_latency.py   (the app with torch.compile; compiles untimed)
 """
 
 from __future__ import annotations
@@ -49,13 +50,14 @@ def main() -> None:
             if r:  # the first request warms up
                 firsts.append(first if first is not None else last)
                 lasts.append(last)
+        compiled = os.environ.get("DIFFUSION_LAB_COMPILE", "") == "1"
         result = {"first_image_s": statistics.median(firsts), "final_s": statistics.median(lasts),
-                  "repeats": args.repeats}
+                  "repeats": args.repeats, "compiled": compiled}
         print(f"machine: {machine()}")
         print(f"/generate DDIM 20 steps x 16 images via gradio_client: first streamed image after "
               f"{result['first_image_s']:.3f} s, final result after {result['final_s']:.3f} s (median of "
-              f"{args.repeats}; {demo_model})")
-        write_result("app_latency", result)
+              f"{args.repeats}; {demo_model}{', torch.compile' if compiled else ''})")
+        write_result("app_latency" + ("-compiled" if compiled else ""), result)
     finally:
         demo.close()
 

@@ -3,15 +3,17 @@
 Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 and 64 (the model's default
 guidance, i.e. conditional + unconditional passes batched into one network call, over the model's guidance
 interval), time per network call, achieved GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul
-ceiling, the DDPM-1000 / DDIM-50 ratio of wall time next to its ratio of network work, and the peer (diffusers
+ceiling, the DDPM-1000 / DDIM-50 ratio of wall time (batch 16, from alternating runs) next to its ratio of network
+work, and the peer (diffusers
 UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
 
-Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick]
+Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -66,12 +68,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="checkpoints/fashion-mnist", help="model directory")
     parser.add_argument("--quick", action="store_true", help="batch 16 only, skip DDPM 1000 at batch 64")
+    parser.add_argument("--compile", action="store_true",
+                        help="run our network through torch.compile (compiled once before timing; the peer stays "
+                             "eager, as users run it); results go to sampling-<model>-compiled.json")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     ceiling = measure_ceiling()
     print(f"ceiling: fp32 {ceiling['fp32_gflops']:.0f} GFLOP/s, bf16 {ceiling['bf16_gflops']:.0f} GFLOP/s")
 
-    pipe = Pipeline.from_pretrained(args.model)  # precision "auto": bf16 where the CPU has native bf16
+    pipe = Pipeline.from_pretrained(args.model, compile=args.compile)  # precision "auto": bf16 where native
+    if args.compile:
+        print(f"torch.compile: compiled in {pipe.warm_up():.0f} s (once per process, not in the timings below)")
     d = pipe.config.sampling
     w = d.guidance_scale
     C, H, W = pipe.image_shape
@@ -108,24 +115,43 @@ def main() -> None:
     def find(sampler, steps, batch):
         return next(r["seconds"] for r in rows if (r["sampler"], r["steps"], r["batch"]) == (sampler, steps, batch))
 
-    ratio = find("ddpm", 1000, 16) / find("ddim", 50, 16)
+    # The ratio from runs that alternate (DDIM 50, DDPM 1000) three times: a shared machine's speed drifts by 10%
+    # over the minutes between the table's rows, which would otherwise land in the ratio.
+    ddim_times, ddpm_times = [], []
+    for _ in range(3):
+        for sampler, steps, times in (("ddim", 50, ddim_times), ("ddpm", 1000, ddpm_times)):
+            times.append(timeit(lambda sampler=sampler, steps=steps: pipe.generate(
+                cycle_labels(16), sampler=sampler, steps=steps, seed=0), repeats=1, warmup=0))
+    ratio = statistics.median(ddpm_times) / statistics.median(ddim_times)
     work_ratio = passes_per_image(pipe, "ddpm", 1000) / passes_per_image(pipe, "ddim", 50)
     single = timeit(lambda: pipe.generate(cycle_labels(16), sampler="ddim", steps=50, guidance_scale=1.0, seed=0),
                     repeats=3)
     peer_fp32, peer_flops = peer_ddim_seconds(bf16=False)
     peer_bf16, _ = peer_ddim_seconds(bf16=True)
     ours = find("ddim", 50, 16)
-    print(f"DDPM 1000 / DDIM 50 wall time (batch 16): {ratio:.1f}, for {work_ratio:.1f}x the network passes")
+    eager = {}
+    if args.compile:  # the same two runs with the uncompiled network, in this process: the gain of compiling
+        pipe.use_eager()
+        eager = {"eager_ddim50_b16_s": timeit(lambda: pipe.generate(cycle_labels(16), sampler="ddim", steps=50,
+                                                                     seed=0), repeats=3),
+                 "eager_ddim50_b16_no_guidance_s": timeit(lambda: pipe.generate(
+                     cycle_labels(16), sampler="ddim", steps=50, guidance_scale=1.0, seed=0), repeats=3)}
+        print(f"uncompiled, same run: {eager['eager_ddim50_b16_s']:.3f} s with guidance "
+              f"({eager['eager_ddim50_b16_s'] / ours:.2f}x the compiled time), "
+              f"{eager['eager_ddim50_b16_no_guidance_s']:.3f} s without "
+              f"({eager['eager_ddim50_b16_no_guidance_s'] / single:.2f}x)")
+    print(f"DDPM 1000 / DDIM 50 wall time (batch 16, median of 3 alternating runs each): {ratio:.1f}, for "
+          f"{work_ratio:.1f}x the network passes")
     print(f"peer (diffusers UNet2DModel 32/64/64, {peer_flops / 1e6:.0f} MFLOP/image, DDIMScheduler) 16 images x 50 "
           f"steps: fp32 {peer_fp32:.3f} s, bf16 {peer_bf16:.3f} s")
     print(f"ours 16 images x DDIM 50: {ours:.3f} s with guidance {w:g} (peer fp32 / ours = {peer_fp32 / ours:.1f}x), "
           f"{single:.3f} s without guidance ({peer_fp32 / single:.1f}x)")
-    write_result(f"sampling-{Path(args.model).name}", {
-        "model": args.model, "precision": precision, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
+    write_result(f"sampling-{Path(args.model).name}" + ("-compiled" if args.compile else ""), {
+        "model": args.model, "precision": precision, "compiled": args.compile, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
         "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
-        "ddpm1000_over_ddim50_passes": work_ratio, "guidance_interval": d.guidance_interval, "spacing": d.spacing,
+        "ddpm1000_over_ddim50_passes": work_ratio, "ratio_runs_s": {"ddim50": ddim_times, "ddpm1000": ddpm_times}, "guidance_interval": d.guidance_interval, "spacing": d.spacing,
         "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
-        "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours})
+        "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours, **eager})
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@ Usage: registry = ModelRegistry("checkpoints"); pipe = registry.get(registry.nam
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 from .checkpoint import CONFIG_NAME, CheckpointError, is_hub_repo_id, load_config
-from .pipeline import Pipeline, Precision
+from .pipeline import CompileError, Pipeline, Precision
 
 
 class ModelNotFound(ValueError):
@@ -21,10 +22,11 @@ class ModelNotFound(ValueError):
 class ModelRegistry:
     def __init__(self, root: str | Path = "checkpoints", hub_ids: list[str] | tuple[str, ...] = (), *,
                  device: str = "cpu", precision: Precision = "auto", max_loaded: int = 3,
-                 allow_any_hub_id: bool = True):
+                 allow_any_hub_id: bool = True, compile: bool = False):
         self.root = Path(root)
         self.device = device
         self.precision = precision
+        self.compile = compile  # torch.compile each model when it is loaded (Pipeline.warm_up compiles it then)
         self.max_loaded = max_loaded
         self.allow_any_hub_id = allow_any_hub_id
         self._local = self._discover()
@@ -88,8 +90,15 @@ class ModelRegistry:
             return pipe
 
     def _load(self, name: str) -> Pipeline:
-        if name in self._local:
-            return Pipeline.from_pretrained(self._local[name], device=self.device, precision=self.precision,
-                                            source="local")
-        # a Hub id typed by a user: looked up on the Hub only, never as a local path
-        return Pipeline.from_pretrained(name, device=self.device, precision=self.precision, source="hub")
+        # a Hub id typed by a user is looked up on the Hub only, never as a local path
+        where, source = (self._local[name], "local") if name in self._local else (name, "hub")
+        pipe = Pipeline.from_pretrained(where, device=self.device, precision=self.precision, source=source,
+                                        compile=self.compile)
+        if self.compile:
+            try:
+                pipe.warm_up()
+            except CompileError:  # serve it uncompiled rather than not at all
+                logging.getLogger(__name__).warning("torch.compile failed for %s; serving it uncompiled", name,
+                                                    exc_info=True)
+                pipe.use_eager()
+        return pipe

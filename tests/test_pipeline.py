@@ -12,6 +12,7 @@ from diffusion import Pipeline
 from diffusion.checkpoint import CheckpointError, load_model_dir, resolve_model_dir
 from diffusion.guidance import make_denoiser
 from diffusion.sample import main as sample_main
+from tests.conftest import needs_cxx
 
 
 def test_generate_shapes_range_and_determinism(tiny_model_dir):
@@ -153,6 +154,39 @@ def test_bf16_agrees_with_fp32(tiny_model_dir):
     fp32 = Pipeline.from_pretrained(tiny_model_dir, precision="fp32").generate([0, 1, 2], steps=5, seed=0)
     bf16 = Pipeline.from_pretrained(tiny_model_dir, precision="bf16").generate([0, 1, 2], steps=5, seed=0)
     assert float((fp32 - bf16).abs().mean()) < 0.02
+
+
+@needs_cxx
+def test_compiled_network_agrees_with_eager_at_every_batch_size(tiny_model_dir):
+    """torch.compile (inductor, dynamic batch): one compilation serves guided (2B) and unguided (B) calls of any B,
+    with the eager module's outputs up to float rounding; the weights are shared, not copied."""
+    eager = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    compiled = Pipeline.from_pretrained(tiny_model_dir, precision="fp32", compile=True)
+    assert compiled.warm_up() > 0 and compiled.compiled
+    for labels, w in (([0, 1, 2], 2.0), ([1], 1.0), ([0, 2, 1, 0, 2], 2.0)):
+        torch.testing.assert_close(compiled.generate(labels, steps=4, guidance_scale=w, seed=5),
+                                   eager.generate(labels, steps=4, guidance_scale=w, seed=5), atol=1e-4, rtol=0)
+    assert next(compiled.network.parameters()) is next(compiled.model.parameters())
+    assert set(compiled.model.state_dict()) == set(eager.model.state_dict())  # saves as an eager model would
+
+
+def test_a_failed_compile_is_a_clear_error_and_the_registry_serves_eager(tiny_model_dir, monkeypatch):
+    from diffusion.pipeline import CompileError
+    from diffusion.registry import ModelRegistry
+
+    class NoCompiler(torch.nn.Module):  # what inductor raises at the first call on a machine without g++
+        def forward(self, *args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32", compile=True)
+    pipe.network = NoCompiler()
+    with pytest.raises(CompileError, match="could not compile.*No working C\\+\\+ compiler.*without --compile"):
+        pipe.warm_up()
+
+    monkeypatch.setattr(Pipeline, "warm_up", lambda self: (_ for _ in ()).throw(CompileError("no compiler")))
+    served = ModelRegistry(tiny_model_dir.parent, precision="fp32", compile=True).get(tiny_model_dir.name)
+    assert not served.compiled and served.network is served.model
+    assert served.generate([0], steps=2, seed=0).shape == (1, 1, 16, 16)
 
 
 def test_save_load_round_trip_is_bit_identical(tiny_model_dir, tmp_path):
