@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
@@ -80,20 +79,16 @@ class Pipeline:
         return pipe
 
     def warm_up(self) -> float:
-        """Run the network once on one and on two images (a guided step's batch) so that a compiled network is
-        compiled now rather than in the first request; returns the seconds taken. Raises CompileError with the
-        reason if torch.compile cannot compile it here."""
+        """Sample two steps with one image, guided (network calls on a batch of 2) and unguided (batch 1), so that a
+        compiled network is compiled now, for every batch size, rather than in the first request; returns the
+        seconds taken. Raises CompileError with the reason if torch.compile cannot compile it here."""
         start = time.perf_counter()
-        C, H, W = self.image_shape
-        K = self.config.num_classes
+        everywhere = (0, self.config.num_timesteps - 1)
+        runs = ([dict(n=1), dict(n=2)] if self.config.num_classes == 0 else
+                [dict(labels=[0], guidance_scale=2.0, guidance_interval=everywhere), dict(labels=[0], guidance_scale=1.0)])
         try:
-            for batch in (1, 2):
-                x = torch.zeros(batch, C, H, W, device=self.device)
-                context = torch.zeros(batch, K, device=self.device) if K else None
-                amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
-                       else nullcontext())
-                with torch.inference_mode(), amp:
-                    self.network(x, torch.full((batch,), self.config.num_timesteps - 1, device=self.device), context)
+            for run in runs:
+                self.generate(sampler="ddim", steps=2, seed=0, **run)
         except Exception as e:  # noqa: BLE001 - inductor raises many types (missing compiler, unsupported op)
             if not self.compiled:
                 raise
@@ -202,7 +197,9 @@ class Pipeline:
                                 guidance_scale=float(guidance_scale), prediction_type=self.config.prediction_type,
                                 clip_x0=self.config.clip_x0, autocast_dtype=self.autocast_dtype,
                                 guidance_interval=interval)
-        return denoise, x_T.to(self.device, torch.float32), plan, generator
+        with torch.inference_mode():  # the loop runs in inference mode: every step's input is an inference tensor,
+            x_T = x_T.to(self.device, torch.float32).clone()  # the first one too (one compiled graph, not two)
+        return denoise, x_T, plan, generator
 
     def generate(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                  steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,

@@ -157,12 +157,13 @@ def test_bf16_agrees_with_fp32(tiny_model_dir):
 
 
 @needs_cxx
-def test_compiled_network_agrees_with_eager_at_every_batch_size(tiny_model_dir):
-    """torch.compile (inductor, dynamic batch): one compilation serves guided (2B) and unguided (B) calls of any B,
-    with the eager module's outputs up to float rounding; the weights are shared, not copied."""
+def test_compiled_network_agrees_with_eager_at_every_batch_size(tiny_model_dir, monkeypatch):
+    """torch.compile (inductor, dynamic batch): after warm_up, guided (2B) and unguided (B) calls of any B run without
+    compiling again, with the eager module's outputs up to float rounding; the weights are shared, not copied."""
     eager = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
     compiled = Pipeline.from_pretrained(tiny_model_dir, precision="fp32", compile=True)
     assert compiled.warm_up() > 0 and compiled.compiled
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a request must not wait for a compile
     for labels, w in (([0, 1, 2], 2.0), ([1], 1.0), ([0, 2, 1, 0, 2], 2.0)):
         torch.testing.assert_close(compiled.generate(labels, steps=4, guidance_scale=w, seed=5),
                                    eager.generate(labels, steps=4, guidance_scale=w, seed=5), atol=1e-4, rtol=0)
@@ -175,11 +176,15 @@ def test_a_failed_compile_is_a_clear_error_and_the_registry_serves_eager(tiny_mo
     from diffusion.registry import ModelRegistry
 
     class NoCompiler(torch.nn.Module):  # what inductor raises at the first call on a machine without g++
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
         def forward(self, *args):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
 
     pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32", compile=True)
-    pipe.network = NoCompiler()
+    pipe.network = NoCompiler(pipe.model)
     with pytest.raises(CompileError, match="could not compile.*No working C\\+\\+ compiler.*without --compile"):
         pipe.warm_up()
 
