@@ -4,8 +4,7 @@ Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 a
 guidance, i.e. conditional + unconditional passes batched into one network call, over the model's guidance
 interval), time per network call, achieved GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul
 ceiling, the DDPM-1000 / DDIM-50 ratio of wall time (batch 16, from alternating runs) next to its ratio of network
-work, and the peer (diffusers
-UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
+work, and the peer (diffusers UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
 
 Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick] [--compile]
 """
@@ -147,9 +146,10 @@ def main() -> None:
     print(f"ours 16 images x DDIM 50: {ours:.3f} s with guidance {w:g} (peer fp32 / ours = {peer_fp32 / ours:.1f}x), "
           f"{single:.3f} s without guidance ({peer_fp32 / single:.1f}x)")
     write_result(f"sampling-{Path(args.model).name}" + ("-compiled" if args.compile else ""), {
-        "model": args.model, "precision": precision, "compiled": args.compile, "guidance_scale": w, "flops_per_image_pass": flops_per_image,
-        "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
-        "ddpm1000_over_ddim50_passes": work_ratio, "ratio_runs_s": {"ddim50": ddim_times, "ddpm1000": ddpm_times}, "guidance_interval": d.guidance_interval, "spacing": d.spacing,
+        "model": args.model, "precision": precision, "compiled": args.compile, "guidance_scale": w,
+        "flops_per_image_pass": flops_per_image, "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
+        "ddpm1000_over_ddim50_passes": work_ratio, "ratio_runs_s": {"ddim50": ddim_times, "ddpm1000": ddpm_times},
+        "guidance_interval": d.guidance_interval, "spacing": d.spacing,
         "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
         "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours, **eager})
 

@@ -44,8 +44,8 @@ def bf16_is_fast(device: torch.device) -> bool:
 class Pipeline:
     """A trained network, its noise schedule and config, on one device.
 
-    compile=True runs the network through torch.compile (inductor; on a CPU it needs a C++ compiler): one
-    compilation, with dynamic batch sizes, at the first call (about a minute on a 2-core CPU; `warm_up()` does it
+    compile=True runs the network through torch.compile (inductor; on a CPU it needs a C++ compiler): compiled at
+    the first calls, once for batch 1 and once for every larger batch (10-50 s on a 2-core CPU; `warm_up()` does it
     up front), after which sampling is 1.2-2.2x faster on a 2-core CPU (benchmarks/sampling.py --compile)."""
 
     def __init__(self, model: UNet, config: DiffusionConfig, *, device: str | torch.device = "cpu",
@@ -85,7 +85,8 @@ class Pipeline:
         start = time.perf_counter()
         everywhere = (0, self.config.num_timesteps - 1)
         runs = ([dict(n=1), dict(n=2)] if self.config.num_classes == 0 else
-                [dict(labels=[0], guidance_scale=2.0, guidance_interval=everywhere), dict(labels=[0], guidance_scale=1.0)])
+                [dict(labels=[0], guidance_scale=2.0, guidance_interval=everywhere),
+                 dict(labels=[0], guidance_scale=1.0)])
         try:
             for run in runs:
                 self.generate(sampler="ddim", steps=2, seed=0, **run)
