@@ -2,7 +2,7 @@
 from the same noise, and explore the forward process. Layout and event wiring only; the work is in diffusion.lab.
 
 Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name;
-DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: a minute more at start-up, faster answers after)
+DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: 10-50 s more at start-up, faster answers after)
 """
 
 from __future__ import annotations
@@ -274,6 +274,6 @@ demo = build_demo(registry)
 
 if __name__ == "__main__":
     if registry.compile and registry.default():  # compile the default model before the first visitor waits for it
-        print(f"compiling {registry.default()} with torch.compile (about a minute on a 2-core CPU)...", flush=True)
+        print(f"compiling {registry.default()} with torch.compile (10-50 s on a 2-core CPU)...", flush=True)
         registry.get(registry.default())
     demo.launch(**LAUNCH, theme=gr.themes.Soft(), footer_links=["api", "gradio"])

@@ -24,7 +24,7 @@ from .classifier import Classifier, load_classifier
 from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .data import ImageDataset, load_dataset, to_model_range
 from .images import to_uint8
-from .pipeline import CompileError, Pipeline
+from .pipeline import COMPILE_HELP, CompileError, Pipeline
 
 DEFAULT_CONFIGS = ["ddim:10:0", "ddim:20:0", "ddim:50:0", "ddim:100:0", "ddim:50:1", "ddpm:1000", "ddpm:100"]
 EVALUATION_NAME = "evaluation.json"
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real test draw")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="sampling precision")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network (compiles once, about a minute on a 2-core CPU; then faster)")
+                        help=COMPILE_HELP)
     parser.add_argument("--data-dir", default=None, help="directory holding the data set files")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--save-to-model", action="store_true",

@@ -19,7 +19,7 @@ import torch
 from .checkpoint import CheckpointError, atomic_write
 from .images import make_grid, save_png, to_uint8
 from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
-from .pipeline import CompileError, Pipeline
+from .pipeline import COMPILE_HELP, CompileError, Pipeline
 
 
 def sample_per_class(pipe: Pipeline, per_class: int, *, sampler: str | None, steps: int | None, eta: float | None,
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="network precision (auto: bf16 where the hardware is fast at it)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the network (compiles once, about a minute on a 2-core CPU; then faster)")
+                        help=COMPILE_HELP)
     parser.add_argument("--out", required=True, help="output .npz path")
     parser.add_argument("--grid", default=None, help="also write a PNG grid (one row per class) here")
     args = parser.parse_args(argv)
