@@ -1,6 +1,11 @@
 """Training throughput (images/s) of our default and fast models in our training loop and of the diffusers peer in
 a typical diffusers training loop, fp32 and bf16 autocast, at batch 128 on Fashion-MNIST, in one run.
 
+Each loop's FLOPs per image (forward and backward, counted over one real training step with
+torch.utils.flop_counter) turn its img/s into achieved GFLOP/s, reported as a share of the fp32 or bf16 matmul
+ceiling measured in the same run (benchmarks/ceiling.py): a loop near its ceiling can only get faster by doing fewer
+FLOPs per image.
+
 With --compile, our two models are also timed with torch.compile (bf16; the first steps compile, untimed).
 
 Usage: python benchmarks/training_throughput.py [--steps 30] [--compile]
@@ -17,7 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import ceiling  # noqa: E402
 from common import DEFAULT, FAST, PeerTrainer, machine, write_result  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
 from diffusion.training import TrainConfig, Trainer  # noqa: E402
 
 
@@ -31,17 +39,37 @@ def images_per_second(step_fn, steps: int, batch: int, warmup: int = 3) -> float
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ours(precision: str, steps: int, batch: int, architecture: dict, compile: bool = False) -> float:
+def flops_per_image(step_fn, batch: int) -> float:
+    """FLOPs of one training step (forward, backward; the optimiser's elementwise updates are not counted) / batch."""
+    with FlopCounterMode(display=False) as counter:
+        step_fn(0)
+    return counter.get_total_flops() / batch
+
+
+def ours_trainer(precision: str, batch: int, architecture: dict, out: str, compile: bool = False) -> Trainer:
     """Our loop (Trainer.train_step: loss, backward, clipping, AdamW, EMA) on a shipped model's architecture."""
+    trainer = Trainer(TrainConfig(precision=precision, batch_size=batch, max_steps=10_000, output_dir=out,
+                                  progress=False, compile=compile, **architecture))
+    trainer.model.train()
+    return trainer
+
+
+def ours(precision: str, steps: int, batch: int, architecture: dict, compile: bool = False) -> float:
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(TrainConfig(precision=precision, batch_size=batch, max_steps=10_000, output_dir=out,
-                                      progress=False, compile=compile, **architecture))
-        trainer.model.train()
-        return images_per_second(trainer.train_step, steps, batch)
+        return images_per_second(ours_trainer(precision, batch, architecture, out, compile).train_step, steps, batch)
 
 
 def peer(precision: str, steps: int, batch: int) -> float:
     return images_per_second(PeerTrainer(precision, batch).step, steps, batch)
+
+
+def training_flops(batch: int) -> dict[str, float]:
+    """FLOPs per trained image of each loop (counted eagerly in fp32; autocast and compiling do not change them)."""
+    with tempfile.TemporaryDirectory() as out:
+        flops = {name: flops_per_image(ours_trainer("fp32", batch, arch, out).train_step, batch)
+                 for name, arch in (("ours", DEFAULT), ("ours_fast", FAST))}
+    flops["peer"] = flops_per_image(PeerTrainer("fp32", batch).step, batch)
+    return flops
 
 
 def main() -> None:
@@ -51,24 +79,36 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time our models with torch.compile (bf16)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    result = {}
+    ceilings = ceiling.measure()
+    print(f"matmul ceiling: fp32 {ceilings['fp32_gflops']:.0f} GFLOP/s, bf16 {ceilings['bf16_gflops']:.0f} GFLOP/s")
+    flops = training_flops(args.batch_size)
+    print("training FLOPs per image: " + ", ".join(f"{k} {v / 1e9:.3f} G" for k, v in flops.items()))
+    result = {**ceilings, **{f"{k}_train_flops_per_image": v for k, v in flops.items()}}
+
+    def report(name: str, precision: str, img_s: float, label: str) -> None:
+        gflops = img_s * flops[name] / 1e9
+        share = gflops / ceilings[f"{precision}_gflops"]
+        result[f"{label}_img_s"], result[f"{label}_ceiling_share"] = img_s, share
+        print(f"{label.replace('_', ' ')}: {img_s:.0f} img/s (batch {args.batch_size}, {args.steps} steps), "
+              f"{gflops:.0f} GFLOP/s = {100 * share:.0f}% of the {precision} matmul ceiling")
     runs = (("ours", lambda p: ours(p, args.steps, args.batch_size, DEFAULT)),
             ("ours_fast", lambda p: ours(p, args.steps, args.batch_size, FAST)),
             ("peer", lambda p: peer(p, args.steps, args.batch_size)))
     for name, fn in runs:
         for precision in ("fp32", "bf16"):
-            img_s = fn(precision)
-            result[f"{name}_{precision}_img_s"] = img_s
-            print(f"{name} {precision}: {img_s:.0f} img/s (batch {args.batch_size}, {args.steps} steps)")
+            report(name, precision, fn(precision), f"{name}_{precision}")
     if args.compile:
         for name, architecture in (("ours", DEFAULT), ("ours_fast", FAST)):
             img_s = ours("bf16", args.steps, args.batch_size, architecture, compile=True)
-            result[f"{name}_bf16_compiled_img_s"] = img_s
-            print(f"{name} bf16, torch.compile: {img_s:.0f} img/s (batch {args.batch_size}, {args.steps} steps)")
+            report(name, "bf16", img_s, f"{name}_bf16_compiled")
     ratio = result["ours_bf16_img_s"] / result["peer_fp32_img_s"]
     print(f"ours (default: bf16) / peer fp32 = {ratio:.2f}x; ours bf16 / peer bf16 = "
           f"{result['ours_bf16_img_s'] / result['peer_bf16_img_s']:.2f}x; ours-fast bf16 / peer fp32 = "
           f"{result['ours_fast_bf16_img_s'] / result['peer_fp32_img_s']:.2f}x")
+    # The most a loop with the default model's FLOPs could reach: every FLOP at the bf16 matmul ceiling.
+    bound = ceilings["bf16_gflops"] * 1e9 / flops["ours"] / result["peer_fp32_img_s"]
+    print(f"upper bound for the default model, all its FLOPs at the bf16 matmul ceiling: {bound:.2f}x peer fp32")
+    result["ours_bound_over_peer_fp32"] = bound
     write_result("training_throughput", {**result, "batch_size": args.batch_size, "steps": args.steps,
                                          "ours_over_peer_fp32": ratio})
 

@@ -25,7 +25,7 @@ from .config import add_sampling_arguments, sampling_overrides
 from .evaluate import DEFAULT_CONFIGS, EVALUATION_NAME, SamplerSetting, evaluate
 from .images import make_grid, save_png
 from .model_card import write_model_card
-from .pipeline import Pipeline
+from .pipeline import COMPILE_HELP, CompileError, Pipeline
 from .tune_steps import tune
 
 
@@ -56,10 +56,11 @@ def release(run: Path, out: Path, guidance_scales: list[float], *, sweep_setting
             table: list[str] = DEFAULT_CONFIGS, per_class: int = 100, min_accuracy: float = 0.95,
             spacing: str | None = None, guidance_interval: list[int] | None = None, clip_x0: bool | None = None,
             tune_steps: list[int] | None = None, sweep_seeds: tuple[int, ...] | list[int] = (1,),
-            classifier_dir: Path | None = None, log=print) -> dict:
+            classifier_dir: Path | None = None, compile: bool = False, log=print) -> dict:
     """spacing, guidance_interval and clip_x0 (None = keep the run's) are fixed before the sweep; pick them on
     other seeds than 0, the seed of the reported table. tune_steps: step counts whose DDIM timesteps are tuned for
-    the picked guidance after the sweep (the sweep itself runs on the spacing; the tuning noises use seed 777)."""
+    the picked guidance after the sweep (the sweep itself runs on the spacing; the tuning noises use seed 777).
+    compile: torch.compile the network once (Pipeline.warm_up) and evaluate with it throughout."""
     source = run / "model" if (run / "model" / CONFIG_NAME).exists() else run
     out.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_NAME, WEIGHTS_NAME, TRAINING_NAME):
@@ -72,7 +73,9 @@ def release(run: Path, out: Path, guidance_scales: list[float], *, sweep_setting
     config.override_sampling(spacing=spacing, guidance_interval=guidance_interval, clip_x0=clip_x0)
     atomic_write(out / CONFIG_NAME, lambda p: config.to_json_file(p))
     classifier = load_classifier(classifier_dir or Path("checkpoints/classifiers") / config.dataset)
-    pipe = Pipeline.from_pretrained(out)
+    pipe = Pipeline.from_pretrained(out, compile=compile)
+    if compile:
+        log(f"compiled the network in {pipe.warm_up():.0f} s")
     setting = SamplerSetting.parse(sweep_setting)
     log(f"sweeping guidance {guidance_scales} at {setting.label}, seeds {list(sweep_seeds)}")
     # The sweep uses other noise and other real test draws (seeds 1, ...) than the reported table (seed 0), so the
@@ -89,11 +92,11 @@ def release(run: Path, out: Path, guidance_scales: list[float], *, sweep_setting
     log(f"defaults: {setting.label}, guidance {best['guidance_scale']:g} (accuracy {best['accuracy']:.3f}, "
         f"FD {best['frechet_distance']:.3f} = {best['fd_ratio']:.2f}x floor)")
 
-    pipe = Pipeline.from_pretrained(out)
+    pipe.config = load_config(out)  # every evaluation below reads the defaults back from the written config.json
     if tune_steps:
         config.sampling.tuned_timesteps = {str(k): g for k, g in sorted(tune(pipe, tune_steps, log=log).items())}
         atomic_write(out / CONFIG_NAME, lambda p: config.to_json_file(p))
-        pipe = Pipeline.from_pretrained(out)
+        pipe.config = load_config(out)
     settings = [SamplerSetting.parse(s) for s in table]
     results = evaluate(pipe, classifier, settings, [best["guidance_scale"]], per_class=per_class, log=log)
     results["guidance_sweep"] = sweep_rows
@@ -123,15 +126,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the sweep, tune the DDIM timesteps for these step counts (diffusion.tune_steps) "
                              "and evaluate with them (default: no tuned timesteps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
     args = parser.parse_args(argv)
     if args.tune_steps and min(args.tune_steps) < 1:
         parser.error(f"--tune-steps must be positive step counts, got {args.tune_steps}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    release(Path(args.run), Path(args.out), args.guidance_scale, sweep_setting=args.sweep_setting,
-            table=args.samplers, per_class=args.per_class, min_accuracy=args.min_accuracy,
-            tune_steps=args.tune_steps, sweep_seeds=args.sweep_seeds, **sampling_overrides(args),
-            log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        release(Path(args.run), Path(args.out), args.guidance_scale, sweep_setting=args.sweep_setting,
+                table=args.samplers, per_class=args.per_class, min_accuracy=args.min_accuracy,
+                tune_steps=args.tune_steps, sweep_seeds=args.sweep_seeds, compile=args.compile,
+                **sampling_overrides(args), log=lambda m: print(m, file=sys.stderr, flush=True))
+    except CompileError as e:
+        parser.error(str(e))
     return 0
 
 

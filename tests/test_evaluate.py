@@ -10,6 +10,7 @@ from diffusion import Pipeline
 from diffusion.classifier import load_classifier, save_classifier, train_classifier
 from diffusion.data import load_dataset
 from diffusion.evaluate import SamplerSetting, balanced_subset, evaluate, frechet_distance, main as evaluate_main
+from tests.conftest import needs_cxx
 
 
 def test_frechet_distance_properties():
@@ -111,6 +112,29 @@ def test_sampler_setting_parsing():
     for bad in ("euler:10", "dpm++:20:1", "ddim"):
         with pytest.raises(ValueError, match="expected ddim:STEPS"):
             SamplerSetting.parse(bad)
+
+
+@needs_cxx
+def test_compiled_release_evaluates_as_the_eager_one(digits_classifier, tmp_path):
+    """release --compile compiles once and evaluates the defaults it writes (guidance picked, timesteps tuned)
+    with the compiled network: the same picks and, up to float rounding, the same table as eager."""
+    from diffusion.checkpoint import load_config, save_model_dir
+    from diffusion.release import release
+    from diffusion.unet import UNet
+
+    from .conftest import randomised, tiny_config
+
+    config = tiny_config(num_classes=10)
+    config.class_names = [str(i) for i in range(10)]
+    run = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict()).parent
+    kwargs = dict(sweep_setting="ddim:3:0", table=["ddim:3:0", "ddpm:4"], per_class=3, tune_steps=[3],
+                  classifier_dir=digits_classifier, log=lambda m: None)
+    eager = release(run, tmp_path / "eager", [1.0, 2.0], **kwargs)
+    compiled = release(run, tmp_path / "compiled", [1.0, 2.0], compile=True, **kwargs)
+    assert load_config(tmp_path / "compiled").sampling == load_config(tmp_path / "eager").sampling
+    for a, b in zip(compiled["rows"], eager["rows"]):
+        assert a["accuracy"] == pytest.approx(b["accuracy"], abs=0.04)  # one of 30 images may flip class
+        assert a["frechet_distance"] == pytest.approx(b["frechet_distance"], rel=0.02)
 
 
 def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path):
