@@ -114,19 +114,27 @@ def test_sampler_setting_parsing():
             SamplerSetting.parse(bad)
 
 
-@needs_cxx
-def test_compiled_release_evaluates_as_the_eager_one(digits_classifier, tmp_path):
-    """release --compile compiles once and evaluates the defaults it writes (guidance picked, timesteps tuned)
-    with the compiled network: the same picks and, up to float rounding, the same table as eager."""
-    from diffusion.checkpoint import load_config, save_model_dir
-    from diffusion.release import release
+def ten_class_run(tmp_path):
+    """A run directory holding a randomised tiny 10-class model (the digits classifier's classes) and its config."""
+    from diffusion.checkpoint import save_model_dir
     from diffusion.unet import UNet
 
     from .conftest import randomised, tiny_config
 
     config = tiny_config(num_classes=10)
     config.class_names = [str(i) for i in range(10)]
-    run = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict()).parent
+    model_dir = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict())
+    return model_dir.parent, config
+
+
+@needs_cxx
+def test_compiled_release_evaluates_as_the_eager_one(digits_classifier, tmp_path):
+    """release --compile compiles once and evaluates the defaults it writes (guidance picked, timesteps tuned)
+    with the compiled network: the same picks and, up to float rounding, the same table as eager."""
+    from diffusion.checkpoint import load_config
+    from diffusion.release import release
+
+    run, _ = ten_class_run(tmp_path)
     kwargs = dict(sweep_setting="ddim:3:0", table=["ddim:3:0", "ddpm:4"], per_class=3, tune_steps=[3],
                   classifier_dir=digits_classifier, log=lambda m: None)
     eager = release(run, tmp_path / "eager", [1.0, 2.0], **kwargs)
@@ -138,11 +146,8 @@ def test_compiled_release_evaluates_as_the_eager_one(digits_classifier, tmp_path
 
 
 def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path):
-    from diffusion.checkpoint import load_config, save_model_dir
+    from diffusion.checkpoint import load_config
     from diffusion.release import pick_best, release
-    from diffusion.unet import UNet
-
-    from .conftest import randomised, tiny_config
 
     rows = [{"accuracy": 0.97, "frechet_distance": 0.5, "guidance_scale": 3.0},
             {"accuracy": 0.96, "frechet_distance": 0.3, "guidance_scale": 2.0},
@@ -150,9 +155,7 @@ def test_release_picks_defaults_and_writes_the_card(digits_classifier, tmp_path)
     assert pick_best(rows, 0.95)["guidance_scale"] == 2.0  # lowest FD among those accurate enough
     assert pick_best(rows, 0.99)["guidance_scale"] == 3.0  # none is: the most accurate
 
-    config = tiny_config(num_classes=10)
-    config.class_names = [str(i) for i in range(10)]
-    run = save_model_dir(tmp_path / "run" / "model", config, randomised(UNet(config.unet)).state_dict()).parent
+    run, config = ten_class_run(tmp_path)
     out = tmp_path / "shipped"
     results = release(run, out, [1.0, 2.0], sweep_setting="ddim:3:0", table=["ddim:3:0", "ddpm:4"], per_class=3,
                       spacing="quadratic", guidance_interval=[0, 30], clip_x0=False,
