@@ -120,7 +120,9 @@ class Handlers:
                 gr.Slider(maximum=T - 1, value=min(T // 2, T - 1)),
                 gr.Slider(value=d.guidance_scale),
                 gr.Dropdown(choices=examples, value=examples[0] if examples else None),
-                pd.DataFrame(rows) if rows else None)
+                pd.DataFrame(rows) if rows else None,
+                gr.Radio(value=d.sampler),  # the sampler and noise the model evaluated best with (config.json)
+                gr.Slider(value=d.eta))
 
     def load_model(self, model: str):
         """select_model, and add the model (e.g. a Hub repo id just typed) to the model list."""
@@ -184,8 +186,8 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                                                info="dpm++ = DPM-Solver++(2M), second order")
                             steps = gr.Slider(1, 1000, value=20, step=1, label="Steps",
                                               info="DDPM with fewer than T steps is respaced")
-                            eta = gr.Slider(0, 1, value=0.0, step=0.05, label="DDIM noise (eta)",
-                                            info="0 = deterministic, 1 = DDPM-like")
+                            eta = gr.Slider(0, 1, value=0.0, step=0.05, label="Noise (eta), DDIM and dpm++",
+                                            info="0 = deterministic, 1 = DDPM-like (dpm++: the SDE solver)")
                             num_images = gr.Slider(1, limits.max_images, value=8, step=1, label="Images")
                         run = gr.Button("Generate", variant="primary")
                         status = gr.Markdown()
@@ -239,7 +241,8 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                     with gr.Tab("About"):
                         gr.Markdown(ABOUT, latex_delimiters=[])
 
-        model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart]
+        model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart, sampler,
+                         eta]
         select = user_errors(h.select_model)
         model.change(select, [model], model_outputs, api_name="select_model")
         load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")

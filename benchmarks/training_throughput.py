@@ -6,9 +6,11 @@ torch.utils.flop_counter) turn its img/s into achieved GFLOP/s, reported as a sh
 ceiling measured in the same run (benchmarks/ceiling.py): a loop near its ceiling can only get faster by doing fewer
 FLOPs per image.
 
-With --compile, our two models are also timed with torch.compile (bf16; the first steps compile, untimed).
+With --compile, our two models are also timed with torch.compile (bf16; the first steps compile, untimed); with
+--channels-last, our default model's bf16 step is also timed with its weights (and so its activations) in the
+channels_last layout that oneDNN's convolutions prefer.
 
-Usage: python benchmarks/training_throughput.py [--steps 30] [--compile]
+Usage: python benchmarks/training_throughput.py [--steps 30] [--compile] [--channels-last]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -46,17 +50,22 @@ def flops_per_image(step_fn, batch: int) -> float:
     return counter.get_total_flops() / batch
 
 
-def ours_trainer(precision: str, batch: int, architecture: dict, out: str, compile: bool = False) -> Trainer:
+def ours_trainer(precision: str, batch: int, architecture: dict, out: str, compile: bool = False,
+                 channels_last: bool = False) -> Trainer:
     """Our loop (Trainer.train_step: loss, backward, clipping, AdamW, EMA) on a shipped model's architecture."""
     trainer = Trainer(TrainConfig(precision=precision, batch_size=batch, max_steps=10_000, output_dir=out,
                                   progress=False, compile=compile, **architecture))
+    if channels_last:  # in place: the optimiser keeps the same parameters; convolutions then output channels_last
+        trainer.model.to(memory_format=torch.channels_last)
     trainer.model.train()
     return trainer
 
 
-def ours(precision: str, steps: int, batch: int, architecture: dict, compile: bool = False) -> float:
+def ours(precision: str, steps: int, batch: int, architecture: dict, compile: bool = False,
+         channels_last: bool = False) -> float:
     with tempfile.TemporaryDirectory() as out:
-        return images_per_second(ours_trainer(precision, batch, architecture, out, compile).train_step, steps, batch)
+        trainer = ours_trainer(precision, batch, architecture, out, compile, channels_last)
+        return images_per_second(trainer.train_step, steps, batch)
 
 
 def peer(precision: str, steps: int, batch: int) -> float:
@@ -77,6 +86,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size")
     parser.add_argument("--compile", action="store_true", help="also time our models with torch.compile (bf16)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time our default model's bf16 step in the channels_last layout")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     ceilings = ceiling.measure()
@@ -101,6 +112,9 @@ def main() -> None:
         for name, architecture in (("ours", DEFAULT), ("ours_fast", FAST)):
             img_s = ours("bf16", args.steps, args.batch_size, architecture, compile=True)
             report(name, "bf16", img_s, f"{name}_bf16_compiled")
+    if args.channels_last:
+        img_s = ours("bf16", args.steps, args.batch_size, DEFAULT, channels_last=True)
+        report("ours", "bf16", img_s, "ours_bf16_channels_last")
     ratio = result["ours_bf16_img_s"] / result["peer_fp32_img_s"]
     print(f"ours (default: bf16) / peer fp32 = {ratio:.2f}x; ours bf16 / peer bf16 = "
           f"{result['ours_bf16_img_s'] / result['peer_bf16_img_s']:.2f}x; ours-fast bf16 / peer fp32 = "

@@ -77,10 +77,10 @@ class SamplerSetting:
 
     @classmethod
     def parse(cls, text: str) -> SamplerSetting:
-        """'ddim:50:0' (sampler:steps[:eta]) -> SamplerSetting."""
+        """'ddim:50:0' (sampler:steps[:eta]; eta for ddim and dpm++) -> SamplerSetting."""
         parts = text.split(":")
-        if parts[0] not in SAMPLER_NAMES or len(parts) not in (2, 3) or (parts[0] != "ddim" and len(parts) == 3):
-            raise ValueError(f"sampler setting {text!r}: expected ddim:STEPS[:ETA], ddpm:STEPS or dpm++:STEPS")
+        if parts[0] not in SAMPLER_NAMES or len(parts) not in (2, 3) or (parts[0] == "ddpm" and len(parts) == 3):
+            raise ValueError(f"sampler setting {text!r}: expected ddim:STEPS[:ETA], ddpm:STEPS or dpm++:STEPS[:ETA]")
         return cls(parts[0], int(parts[1]), float(parts[2]) if len(parts) == 3 else 0.0)
 
     @property
@@ -88,15 +88,15 @@ class SamplerSetting:
         if self.sampler == "ddpm":
             return f"DDPM {self.steps}" + (" (respaced)" if self.steps < 1000 else "")
         if self.sampler == "dpm++":
-            return f"DPM-Solver++(2M) {self.steps}"
+            return f"DPM-Solver++(2M) {self.steps}" + (f", eta {self.eta:g}" if self.eta else "")
         return f"DDIM {self.steps}, eta {self.eta:g}"
 
     @property
     def short_label(self) -> str:
         """'DDPM 1000', 'DDIM 20', 'DDIM 50 eta 1', 'DPM++ 20': for charts (eta only where it is not 0)."""
-        if self.sampler != "ddim" or not self.eta:
+        if self.sampler == "ddpm" or not self.eta:
             return f"{self.sampler.upper()} {self.steps}"
-        return f"DDIM {self.steps} eta {self.eta:g}"
+        return f"{self.sampler.upper()} {self.steps} eta {self.eta:g}"
 
 
 @dataclass

@@ -34,7 +34,7 @@ def evaluation_table(evaluation: dict) -> str:
     lines = ["| sampler | steps | eta | guidance | class accuracy | Frechet distance | FD / floor | ms per image |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in evaluation["rows"]:
-        eta = f"{r['eta']:g}" if r["sampler"] == "ddim" else "-"
+        eta = f"{r['eta']:g}" if r["sampler"] != "ddpm" else "-"
         lines.append(f"| {r['sampler'].upper()} | {r['steps']} | {eta} | {r['guidance_scale']:g} | "
                      f"{r['accuracy']:.3f} | {r['frechet_distance']:.3f} | {r['fd_ratio']:.2f} | "
                      f"{1000 * r['seconds_per_image']:.1f} |")

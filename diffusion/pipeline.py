@@ -214,7 +214,7 @@ class Pipeline:
 
         labels: class indices (None/-1 = no class) or (N, K) context vectors (mixes of classes); for an
         unconditional model pass n instead. sampler "ddim", "ddpm" or "dpm++" (DPM-Solver++(2M); eta applies to
-        DDIM only); steps 1..T;
+        DDIM and DPM++: 0 deterministic, 1 the DDPM-like / SDE solver); steps 1..T;
         guidance_scale w (1 = conditional, 0 = unconditional, > 1 = stronger class), applied at the timesteps in
         guidance_interval (t_lo, t_hi) if one is given or saved, else at all; spacing picks the timesteps
         (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory or Hugging Face Hub repo id (owner/name)")
     parser.add_argument("--sampler", choices=SAMPLER_NAMES, default=None, help="sampler (default: the model's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps, 1..T (default: the model's)")
-    parser.add_argument("--eta", type=float, default=None, help="DDIM noise, 0 (deterministic) .. 1 (DDPM-like)")
+    parser.add_argument("--eta", type=float, default=None,
+                        help="DDIM and dpm++ noise, 0 (deterministic) .. 1 (DDPM-like; dpm++: the SDE solver)")
     parser.add_argument("--guidance-scale", type=float, default=None,
                         help="classifier-free guidance (1 = conditional, 0 = unconditional; default: the model's)")
     add_sampling_arguments(parser)

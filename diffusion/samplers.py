@@ -1,6 +1,7 @@
 """Reverse-process samplers: DDPM ancestral sampling (Ho et al. 2020) with optional respacing to fewer steps
 (Nichol & Dhariwal 2021, sec. 4), DDIM (Song et al. 2021, arXiv:2010.02502) with any eta and step count, and the
-second-order multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2).
+second-order multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, Algorithm 2), as an ODE solver or,
+with eta > 0, as the SDE solver SDE-DPM-Solver++(2M).
 
 Every sampler is the same loop over a precomputed ReversePlan. Each step maps the denoiser's prediction
 (x0_hat, eps_hat) at timestep t, and the previous step's x0_hat_last, to the previous timestep t_prev:
@@ -145,7 +146,8 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
     return ReversePlan("ddim", time_pairs(ts), coef_x0, coef_eps, sigma)
 
 
-def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacing = "trailing") -> ReversePlan:
+def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacing = "trailing",
+                       eta: float = 0.0) -> ReversePlan:
     """DPM-Solver++(2M), Lu et al. Algorithm 2, in terms of alpha_t = sqrt(alpha_bar_t), sigma_t =
     sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t). From t (lambda) to t_prev (lambda'), h = lambda' -
     lambda, with D the data prediction:
@@ -155,29 +157,44 @@ def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacin
     r = h_last / h. Substituting x_t = alpha x0_hat + sigma eps_hat gives alpha' x0_hat + sigma' eps_hat (exactly
     DDIM for D = x0_hat) plus alpha' (1 - e^-h) / 2r (x0_hat - x0_hat_last). The first step (no previous
     prediction) and the last step to clean data (lambda' = inf, where r -> 0) are first order, i.e. DDIM steps, as
-    in the reference implementation. Deterministic: no eta.
+    in the reference implementation.
+
+    eta > 0 integrates the reverse SDE instead: eta = 1 is SDE-DPM-Solver++(2M) (the SDE variant of Lu et al.'s
+    solver, diffusers' "sde-dpmsolver++" with the midpoint correction), eta in between the family of k-diffusion's
+    sample_dpmpp_2m_sde: with h_eta = (1 + eta) h,
+
+        x_{t_prev} = (sigma' / sigma) e^(-eta h) x_t + alpha' (1 - e^-h_eta) D + sigma' sqrt(1 - e^(-2 eta h)) z,
+
+    i.e. coef_x0 = alpha', coef_eps = sigma' e^(-eta h), noise sigma' sqrt(1 - e^(-2 eta h)) (so coef_eps^2 +
+    noise^2 = sigma'^2: each step keeps the marginal's variance) and the correction alpha' (1 - e^-h_eta) / 2r
+    (x0_hat - x0_hat_last). Its first-order step at eta = 1 is the DDPM posterior step (DDIM eta 1).
     """
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be a number in [0, 1] (0 = the ODE solver, 1 = the SDE solver), got {eta!r}")
     ts = timesteps(schedule.num_timesteps, steps, spacing)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     pairs = time_pairs(ts)
-    coef_x0, coef_eps, coef_last = [], [], []
+    coef_x0, coef_eps, noise, coef_last = [], [], [], []
     h_last = None
-    for i, (t, t_prev) in enumerate(pairs):
+    for t, t_prev in pairs:
         ab_prev = float(ab[t_prev]) if t_prev >= 0 else 1.0
         alpha_prev, sigma_prev = math.sqrt(ab_prev), math.sqrt(1.0 - ab_prev)
-        coef_x0.append(alpha_prev)  # 1. the first-order (DDIM) part
-        coef_eps.append(sigma_prev)
+        coef_x0.append(alpha_prev)
         coef_last.append(0.0)
-        if t_prev < 0:
-            break  # last step: first order, lambda' = inf
+        if t_prev < 0:  # last step: first order, lambda' = inf, straight to x0_hat
+            coef_eps.append(0.0)
+            noise.append(0.0)
+            break
         lam = 0.5 * math.log(float(ab[t]) / (1.0 - float(ab[t])))
         h = 0.5 * math.log(ab_prev / (1.0 - ab_prev)) - lam
+        coef_eps.append(sigma_prev * math.exp(-eta * h))  # 1. the first-order part (DDIM for eta = 0)
+        noise.append(sigma_prev * math.sqrt(-math.expm1(-2.0 * eta * h)))
         if h_last is not None:  # 2. the second-order correction from the previous data prediction
-            c = alpha_prev * (1.0 - math.exp(-h)) / (2.0 * h_last / h)
+            c = alpha_prev * -math.expm1(-(1.0 + eta) * h) / (2.0 * h_last / h)
             coef_x0[-1] += c
             coef_last[-1] = -c
         h_last = h
-    return ReversePlan("dpm++", pairs, coef_x0, coef_eps, [0.0] * len(pairs), coef_last)
+    return ReversePlan("dpm++", pairs, coef_x0, coef_eps, noise, coef_last)
 
 
 def iter_sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *,
@@ -227,15 +244,17 @@ def ddim(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int 
     return sample(denoise, x_T, ddim_plan(schedule, steps, spacing, eta), generator=generator, callback=callback)
 
 
-def dpm_solver_pp(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int = 20,
-                  spacing: Spacing = "trailing", callback: Callback | None = None) -> Tensor:
-    """DPM-Solver++(2M) with `steps` steps (deterministic)."""
-    return sample(denoise, x_T, dpm_solver_pp_plan(schedule, steps, spacing), callback=callback)
+def dpm_solver_pp(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, steps: int = 20, eta: float = 0.0,
+                  spacing: Spacing = "trailing", generator: torch.Generator | None = None,
+                  callback: Callback | None = None) -> Tensor:
+    """DPM-Solver++(2M) with `steps` steps: deterministic for eta = 0, the SDE solver for eta = 1."""
+    return sample(denoise, x_T, dpm_solver_pp_plan(schedule, steps, spacing, eta), generator=generator,
+                  callback=callback)
 
 
 def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacing = "trailing",
               eta: float = 0.0, grid: list[int] | None = None) -> ReversePlan:
-    """The plan of a named sampler (eta and an explicit timestep grid apply to DDIM only)."""
+    """The plan of a named sampler (eta applies to DDIM and DPM-Solver++, an explicit timestep grid to DDIM)."""
     if grid is not None and sampler != "ddim":
         raise ValueError(f"an explicit timestep grid is a DDIM setting, not {sampler!r}'s")
     if sampler == "ddpm":
@@ -243,7 +262,7 @@ def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacin
     if sampler == "ddim":
         return ddim_plan(schedule, steps, spacing, eta, grid)
     if sampler == "dpm++":
-        return dpm_solver_pp_plan(schedule, steps, spacing)
+        return dpm_solver_pp_plan(schedule, steps, spacing, eta)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLER_NAMES}")
 
 

@@ -83,6 +83,19 @@ def test_select_model_over_http(client):
     assert "3 classes" in info
 
 
+def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
+    """The Generate tab starts from the sampler and eta in the model's config.json (what evaluated best)."""
+    from app import Handlers
+    from diffusion.checkpoint import load_config
+
+    root = make_checkpoints(tmp_path / "checkpoints")
+    config = load_config(root / "tiny")
+    config.sampling.sampler, config.sampling.eta = "dpm++", 0.5
+    config.to_json_file(root / "tiny" / "config.json")
+    *_, sampler, eta = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
+    assert (sampler.value, eta.value) == ("dpm++", 0.5)
+
+
 BAD_GENERATE = [
     (dict(steps=0), "steps must be an integer from 1 to 50|less than minimum"),
     (dict(steps=10**9), "greater than maximum"),

@@ -109,7 +109,8 @@ def test_sampler_setting_parsing():
     assert SamplerSetting.parse("ddim:50:1") == SamplerSetting("ddim", 50, 1.0)
     assert SamplerSetting.parse("ddpm:1000").label == "DDPM 1000"
     assert SamplerSetting.parse("dpm++:20").short_label == "DPM++ 20"
-    for bad in ("euler:10", "dpm++:20:1", "ddim"):
+    assert SamplerSetting.parse("dpm++:20:1").short_label == "DPM++ 20 eta 1"
+    for bad in ("euler:10", "ddpm:20:1", "ddim"):
         with pytest.raises(ValueError, match="expected ddim:STEPS"):
             SamplerSetting.parse(bad)
 

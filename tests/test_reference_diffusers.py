@@ -75,15 +75,18 @@ def test_ddpm_matches_diffusers(schedule, prediction_type, spacing, steps):
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v"])
 @pytest.mark.parametrize("steps", [5, 20, 1000])
-def test_dpm_solver_pp_2m_matches_diffusers(schedule, prediction_type, steps):
+@pytest.mark.parametrize("algorithm, eta", [("dpmsolver++", 0.0), ("sde-dpmsolver++", 1.0)])
+def test_dpm_solver_pp_2m_matches_diffusers(schedule, prediction_type, steps, algorithm, eta):
+    """The ODE solver (eta 0) and the SDE solver (eta 1: same noise draws from the same seeded generator)."""
     s = NoiseSchedule.from_name(schedule, 1000)
     ref = diffusers.DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, beta_schedule=SCHEDULES[schedule], algorithm_type="dpmsolver++", solver_order=2,
+        num_train_timesteps=1000, beta_schedule=SCHEDULES[schedule], algorithm_type=algorithm, solver_order=2,
         solver_type="midpoint", final_sigmas_type="zero", timestep_spacing="trailing", steps_offset=0,
         prediction_type="epsilon" if prediction_type == "epsilon" else "v_prediction")
     x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(0))
-    ts_ref, traj_ref = run_diffusers(ref, raw_model, x_T, steps, None)
-    ts, traj = ours(dpm_solver_pp_plan(s, steps, "trailing"), s, prediction_type, x_T, None)
+    ts_ref, traj_ref = run_diffusers(ref, raw_model, x_T, steps, torch.Generator().manual_seed(5))
+    ts, traj = ours(dpm_solver_pp_plan(s, steps, "trailing", eta), s, prediction_type, x_T,
+                    torch.Generator().manual_seed(5))
     assert ts == ts_ref
     for a, b in zip(traj, traj_ref):  # cosine + epsilon divides by alpha_999 ~ 3e-5: compare relatively
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)

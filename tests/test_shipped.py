@@ -31,8 +31,8 @@ def test_shipped_model(directory):
     settings = {(r["sampler"], r["steps"], r["eta"]) for r in evaluation["rows"]}
     assert {("ddim", 20, 0.0), ("ddim", 50, 0.0), ("ddpm", 1000, 0.0)} <= settings
     d = pipe.config.sampling
-    default = [r for r in evaluation["rows"] if (r["sampler"], r["steps"], r["guidance_scale"]) ==
-               (d.sampler, d.steps, d.guidance_scale)]
+    default = [r for r in evaluation["rows"] if (r["sampler"], r["steps"], r["eta"], r["guidance_scale"]) ==
+               (d.sampler, d.steps, d.eta, d.guidance_scale)]
     assert default, "the saved sampling defaults were evaluated"
     recorded = {k: evaluation[k] for k in ("spacing", "guidance_interval", "clip_x0") if k in evaluation}
     assert recorded == {k: v for k, v in (("spacing", d.spacing), ("guidance_interval", d.guidance_interval),
