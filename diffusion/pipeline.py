@@ -171,9 +171,10 @@ class Pipeline:
         """Validate the arguments of `generate` and build what the sampling loop needs:
         (denoiser, x_T (N, C, H, W) on the device, plan, generator)."""
         d = self.config.sampling
+        if eta is None:  # the saved eta belongs to the saved sampler: another sampler asked for starts from 0
+            eta = d.eta if sampler in (None, d.sampler) else 0.0
         sampler = d.sampler if sampler is None else sampler
         steps = d.steps if steps is None else steps
-        eta = d.eta if eta is None else eta
         guidance_scale = d.guidance_scale if guidance_scale is None else guidance_scale
         interval = d.guidance_interval if guidance_interval is None else guidance_interval
         if interval is not None:
@@ -220,7 +221,7 @@ class Pipeline:
         (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed
         makes the starting noise and every sampling step reproducible; x_T (N, C, H, W) overrides the starting noise;
         callback(StepInfo) is called after every step (x_t and x0 in model range [-1, 1]). Arguments left out take
-        the defaults saved in config.json.
+        the defaults saved in config.json (eta only with the saved sampler: another sampler's eta defaults to 0).
         """
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
                                                      guidance_scale=guidance_scale, spacing=spacing,

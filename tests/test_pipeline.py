@@ -109,6 +109,17 @@ def test_passes_per_image_counts_the_network_work(tiny_model_dir):
         assert sum(images) == 2 * passes_per_image(plan, scale, interval), (scale, interval)
 
 
+def test_saved_eta_goes_with_the_saved_sampler(tiny_model_dir):
+    """A model saved with dpm++ eta 1 samples with eta 1 by default, but sampler="ddim" alone means DDIM eta 0."""
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    pipe.config.sampling.sampler, pipe.config.sampling.eta = "dpm++", 1.0
+    assert pipe.prepare([0], steps=4, seed=0)[2].sigma[0] > 0  # the saved SDE solver
+    for sampler in ("ddim", "dpm++"):
+        plan = pipe.prepare([0], sampler=sampler, steps=4, seed=0)[2]
+        assert (plan.sigma[0] > 0) == (sampler == "dpm++"), sampler
+    assert pipe.prepare([0], sampler="ddim", steps=4, eta=1.0, seed=0)[2].sigma[0] > 0  # unless eta is given
+
+
 def test_saved_guidance_interval_is_the_default(tiny_model_dir, tmp_path):
     from diffusion.checkpoint import load_config
 
