@@ -151,9 +151,10 @@ def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def browser_generate(url: str, screenshot: str) -> None:
-    """Headless Chromium opens the page, clicks Generate and waits for the result image; saves a screenshot in
-    artifacts/. Needs Debian's chromium (installed by .ci/run) and the playwright package."""
+def browser_generate(url: str, screenshot: str, status: str) -> None:
+    """Headless Chromium opens the page, clicks Generate and waits for the result image and a status that starts
+    with `status` (the sampler the page started from); saves a screenshot in artifacts/. Needs Debian's chromium
+    (installed by .ci/run) and the playwright package."""
     playwright = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
     if executable is None:
@@ -171,7 +172,7 @@ def browser_generate(url: str, screenshot: str) -> None:
             page.wait_for_function(
                 "() => [...document.querySelectorAll('img')].some(i => i.src.includes('.png') && i.naturalWidth > 50)",
                 timeout=60_000)
-            page.get_by_text("DDIM · ").first.wait_for(timeout=60_000)
+            page.get_by_text(status).first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
             assert result.count() >= 1
         finally:
@@ -180,7 +181,7 @@ def browser_generate(url: str, screenshot: str) -> None:
 
 
 def test_browser_generate_shows_the_result(server):
-    browser_generate(server.local_url, "browser-generate.png")
+    browser_generate(server.local_url, "browser-generate.png", "DDIM · 5 steps")
 
 
 def test_browser_on_the_shipped_models():
@@ -191,6 +192,7 @@ def test_browser_on_the_shipped_models():
     demo = build_demo(registry)
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, **LAUNCH)
     try:
-        browser_generate(demo.local_url, "browser-generate-shipped.png")
+        # the page starts from the default model's saved sampler: DPM-Solver++(2M) SDE, 20 steps
+        browser_generate(demo.local_url, "browser-generate-shipped.png", "DPM++ · 20 steps")
     finally:
         demo.close()
