@@ -118,6 +118,12 @@ def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacin
     return ReversePlan("ddpm", time_pairs(ts), coef_x0, coef_eps, sigma)
 
 
+def check_eta(eta: float, meaning: str) -> None:
+    """The noise level of DDIM and DPM-Solver++ must be a number in [0, 1]; `meaning` says what its ends do."""
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be a number in [0, 1] ({meaning}), got {eta!r}")
+
+
 def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trailing", eta: float = 0.0,
               grid: list[int] | None = None) -> ReversePlan:
     """DDIM, Song et al. eq. 12 with sigma from eq. 16:
@@ -128,8 +134,7 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
     eta = 0 is deterministic; eta = 1 has the DDPM posterior variance (equal to `ddpm_plan` on the same timesteps).
     grid: explicit timesteps (`steps` of them, increasing) instead of `spacing`, e.g. a model's tuned grid.
     """
-    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {eta!r}")
+    check_eta(eta, "0 = deterministic DDIM, 1 = DDPM-like")
     ts = (timesteps(schedule.num_timesteps, steps, spacing) if grid is None
           else check_grid(grid, schedule.num_timesteps, steps))
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
@@ -169,8 +174,7 @@ def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacin
     noise^2 = sigma'^2: each step keeps the marginal's variance) and the correction alpha' (1 - e^-h_eta) / 2r
     (x0_hat - x0_hat_last). Its first-order step at eta = 1 is the DDPM posterior step (DDIM eta 1).
     """
-    if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be a number in [0, 1] (0 = the ODE solver, 1 = the SDE solver), got {eta!r}")
+    check_eta(eta, "0 = the ODE solver, 1 = the SDE solver")
     ts = timesteps(schedule.num_timesteps, steps, spacing)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     pairs = time_pairs(ts)
