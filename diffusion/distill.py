@@ -1,0 +1,307 @@
+"""Progressive distillation of a model's own guided DDIM sampler (Salimans & Ho 2022, arXiv:2202.00512) onto one
+K-step timestep grid: a student, started from the model, learns to make in one DDIM step the jump that the frozen
+model (the teacher) makes in two.
+
+The student's grid is the model's tuned K-step grid (`sampling.tuned_timesteps`, diffusion.tune_steps) or its
+spacing; the teacher runs the 2K-step grid with a midpoint between each pair. For a training image x0 with noise
+at a grid timestep t (next grid timestep t'' < t, midpoint t'), Alg. 2 of the paper, with a_t = sqrt(alpha_bar_t),
+s_t = sqrt(1 - alpha_bar_t):
+
+    z'  = a_t' x0_T(z_t) + s_t' eps_T(z_t),      z'' = a_t'' x0_T(z') + s_t'' eps_T(z')      (two teacher steps)
+    x~  = (z'' - (s_t''/s_t) z_t) / (a_t'' - (s_t''/s_t) a_t)                                (the x0 that takes
+                                                                              one DDIM step from z_t to z'')
+
+(at the last step, t'' = -1, x~ = z''). Teacher and student predictions are both *guided* (the model's saved
+guidance scale and interval), so the student's guided DDIM K-step sampler follows the teacher's 2K-step one with the
+same pipeline settings. The loss is the squared error of the student's guided x0 against x~ weighted by 1 + SNR_t
+(= its error in v-space, the units of the model's own training loss), plus `diffusion_weight` times the ordinary
+denoising loss at uniform timesteps on the same images (a regulariser: the student stays a denoiser at every other
+timestep, so DDPM and other grids keep working). The exported model is the student's EMA.
+
+Usage: python -m diffusion.distill --model checkpoints/fashion-mnist --steps 20 --output-dir runs/distill20
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from .checkpoint import (CONFIG_NAME, TRAINING_NAME, CheckpointError, atomic_write, load_model_dir,
+                         resolve_model_dir, save_model_dir)
+from .data import load_dataset, to_model_range
+from .ema import EMA
+from .guidance import make_denoiser
+from .losses import diffusion_loss
+from .samplers import Denoiser, timesteps
+from .schedules import NoiseSchedule, broadcast
+from .training import STATE_NAME, TrainingError, hardware_name, load_state, save_state, step_generator
+
+LOG_NAME = "distill_log.jsonl"
+MODEL_DIR_NAME = "model"
+
+
+@dataclass
+class DistillConfig:
+    model: str = "checkpoints/fashion-mnist"
+    steps: int = 20  # the student's number of DDIM steps
+    output_dir: str = "runs/distill"
+    max_steps: int = 1500
+    batch_size: int = 64  # images per step (each also gives one ordinary denoising example)
+    lr: float = 5e-5
+    warmup_steps: int = 50
+    ema_decay: float = 0.998
+    diffusion_weight: float = 1.0
+    grad_clip: float = 1.0
+    precision: str = "bf16"
+    device: str = "cpu"
+    data_dir: str | None = None
+    seed: int = 0
+    log_every: int = 25
+    save_every: int = 250
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("steps", "max_steps", "batch_size", "log_every", "save_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise TrainingError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        checks = [(self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
+                  (self.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+                  (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1)"),
+                  (self.diffusion_weight >= 0, "--diffusion-weight must be >= 0"),
+                  (self.grad_clip > 0, "--grad-clip must be > 0"),
+                  (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")]
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message)
+
+
+def teacher_grid(grid: list[int]) -> list[int]:
+    """The 2K-step grid: `grid` (increasing) plus the midpoint of each jump, the last one from grid[0] to t = -1
+    (a jump of one timestep has no midpoint and stays one step)."""
+    lows = [-1] + grid[:-1]
+    mids = [(lo + hi + 1) // 2 for lo, hi in zip(lows, grid)]
+    return sorted(set(grid) | {m for m, lo, hi in zip(mids, lows, grid) if lo < m < hi})
+
+
+def ddim_jump(schedule: NoiseSchedule, x0: Tensor, eps: Tensor, t_to: Tensor) -> Tensor:
+    """The deterministic DDIM step's landing point a_to x0 + s_to eps (t_to = -1: clean data, x0). (B,) t_to."""
+    ab = torch.where(t_to >= 0, schedule.alphas_cumprod[t_to.clamp(min=0)], torch.ones_like(t_to, dtype=x0.dtype))
+    ab = ab.view(-1, *([1] * (x0.ndim - 1)))
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+
+@torch.no_grad()
+def distillation_target(teacher: Denoiser, schedule: NoiseSchedule, z_t: Tensor, t: Tensor, t_mid: Tensor,
+                        t_next: Tensor) -> Tensor:
+    """x~ (B, C, H, W): the x0 prediction whose single DDIM step t -> t_next lands where the teacher's two steps
+    t -> t_mid -> t_next do (module docstring). t, t_mid, t_next: (B,), with t_next < t_mid <= t (t_mid = t: one
+    teacher step)."""
+    x0, eps = teacher(z_t, t)
+    z = ddim_jump(schedule, x0, eps, t_mid)
+    two = t_mid < t
+    if bool(two.any()):
+        x0_mid, eps_mid = teacher(z, t_mid.clamp(min=0))
+        z_next = torch.where(two.view(-1, 1, 1, 1), ddim_jump(schedule, x0_mid, eps_mid, t_next),
+                             ddim_jump(schedule, x0, eps, t_next))
+    else:
+        z_next = ddim_jump(schedule, x0, eps, t_next)
+    a_t = broadcast(schedule.sqrt_alphas_cumprod, t, z_t.ndim)
+    s_t = broadcast(schedule.sqrt_one_minus_alphas_cumprod, t, z_t.ndim)
+    ab_next = torch.where(t_next >= 0, schedule.alphas_cumprod[t_next.clamp(min=0)], torch.ones_like(t_next,
+                                                                                                  dtype=z_t.dtype))
+    ab_next = ab_next.view(-1, 1, 1, 1)
+    ratio = (1 - ab_next).sqrt() / s_t
+    return (z_next - ratio * z_t) / (ab_next.sqrt() - ratio * a_t)
+
+
+class Distiller:
+    """One distillation run: teacher (frozen), student, its EMA and optimiser; `run()` trains and exports."""
+
+    def __init__(self, cfg: DistillConfig):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        self.out = Path(cfg.output_dir)
+        try:
+            self.source = resolve_model_dir(cfg.model)
+            self.config, teacher = load_model_dir(self.source, self.device)
+        except CheckpointError as e:
+            raise TrainingError(f"--model: {e}") from e
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student = copy.deepcopy(self.teacher).train().requires_grad_(True)
+        self.ema = EMA(self.student, cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.schedule = NoiseSchedule.from_name(self.config.schedule, self.config.num_timesteps,
+                                                self.config.beta_start, self.config.beta_end).to(self.device)
+        self.data = load_dataset(self.config.dataset, "train", cfg.data_dir)
+        s = self.config.sampling
+        grid = (s.tuned_timesteps or {}).get(str(cfg.steps)) or timesteps(self.config.num_timesteps, cfg.steps,
+                                                                           s.spacing or "trailing")
+        self.grid = list(grid)
+        fine = teacher_grid(self.grid)
+        lows = [-1] + self.grid[:-1]
+        # per student step i: (t, t_mid, t_next); t_mid = t where the jump has no midpoint
+        mids = [next((m for m in fine if lo < m < hi), hi) for lo, hi in zip(lows, self.grid)]
+        self.jumps = torch.tensor([[hi, m, lo] for hi, m, lo in zip(self.grid, mids, lows)], device=self.device)
+        self.step, self.elapsed = 0, 0.0
+        if cfg.resume and (self.out / STATE_NAME).exists():
+            state = load_state(self.out)
+            if state["config"]["model"] != cfg.model or state["config"]["steps"] != cfg.steps:
+                raise TrainingError(f"--resume: {self.out} distils {state['config']['model']} to "
+                                    f"{state['config']['steps']} steps; start a new --output-dir")
+            self.student.load_state_dict(state["student"])
+            self.ema.model.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+            torch.set_rng_state(state["torch_rng"])
+
+    def denoiser(self, model, context: Tensor) -> Denoiser:
+        """The model's guided denoiser with the saved pipeline settings (guidance scale and interval)."""
+        s, c = self.config.sampling, self.config
+        return make_denoiser(model, self.schedule, context, guidance_scale=s.guidance_scale,
+                             prediction_type=c.prediction_type, clip_x0=c.clip_x0,
+                             autocast_dtype=torch.bfloat16 if self.cfg.precision == "bf16" else None,
+                             guidance_interval=s.guidance_interval)
+
+    def learning_rate(self, step: int) -> float:
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def distill_loss(self, x0: Tensor, context: Tensor, jump: Tensor, noise: Tensor) -> Tensor:
+        """The distillation loss of a batch: x0, noise (B, C, H, W), context (B, K), jump (B, 3) rows of
+        (t, t_mid, t_next) from `self.jumps`; the student's guided x0 against x~, weighted by 1 + SNR_t."""
+        t, t_mid, t_next = jump.unbind(1)
+        z_t = self.schedule.q_sample(x0, t, noise)
+        target = distillation_target(self.denoiser(self.teacher, context), self.schedule, z_t, t, t_mid, t_next)
+        x0_student, _ = self.denoiser(self.student, context)(z_t, t)
+        weight = 1 + self.schedule.snr(t)
+        return (weight * (x0_student.float() - target).pow(2).mean(dim=(1, 2, 3))).mean()
+
+    def train_step(self, step: int) -> tuple[float, float]:
+        cfg = self.cfg
+        g = step_generator(cfg.seed, step, 0)
+        idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=g)
+        x0 = to_model_range(self.data.images[idx]).to(self.device)
+        jump = self.jumps[torch.randint(0, len(self.grid), (cfg.batch_size,), generator=g).to(self.device)]
+        context = self.data.context[idx].to(self.device)
+        distill = self.distill_loss(x0, context, jump, torch.randn(x0.shape, generator=g).to(self.device))
+        context = context.clone()
+        context[torch.rand(cfg.batch_size, generator=g) < 0.1] = 0.0
+        t_any = torch.randint(0, self.config.num_timesteps, (cfg.batch_size,), generator=g).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            denoising = diffusion_loss(self.student, self.schedule, x0, context, t_any,
+                                       torch.randn(x0.shape, generator=g).to(self.device),
+                                       self.config.prediction_type)
+        loss = distill + cfg.diffusion_weight * denoising
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip))
+        if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+            raise TrainingError(f"step {step}: the loss is not finite ({float(loss.detach())}); the last "
+                                f"checkpoint in {self.out} is intact")
+        self.optimizer.step()
+        self.ema.update(self.student, step)
+        return float(distill.detach()), float(denoising.detach())
+
+    def save(self) -> Path:
+        """The resumable state and the exported student (its EMA) with a record of how it was made."""
+        state = {"config": dataclasses.asdict(self.cfg), "student": self.student.state_dict(),
+                 "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}
+        save_state(self.out, state)
+        model_dir = save_model_dir(self.out / MODEL_DIR_NAME, self.config, self.ema.model.state_dict())
+        source_record = self.source / TRAINING_NAME
+        record = {"command": "python -m diffusion.distill " + " ".join(sys.argv[1:])
+                  if Path(sys.argv[0]).name == "distill.py" else None,
+                  "distillation": {"student_steps": self.cfg.steps, "student_grid": self.grid,
+                                   "teacher_grid": teacher_grid(self.grid), "steps": self.step,
+                                   "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
+                                   "config": dataclasses.asdict(self.cfg)},
+                  "init_from": json.loads(source_record.read_text()) if source_record.exists() else str(self.source)}
+        atomic_write(model_dir / TRAINING_NAME, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+        return model_dir
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        log = (self.out / LOG_NAME).open("a")
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not cfg.progress, desc="distil")
+        window_start, window_images = time.perf_counter(), 0
+        while self.step < cfg.max_steps:
+            start = time.perf_counter()
+            distill, denoising = self.train_step(self.step)
+            self.elapsed += time.perf_counter() - start
+            self.step += 1
+            window_images += cfg.batch_size
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                ips = window_images / (time.perf_counter() - window_start)
+                record = {"step": self.step, "distill_loss": distill, "denoising_loss": denoising,
+                          "lr": self.learning_rate(self.step - 1), "img_per_s": round(ips, 1)}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(distill=f"{distill:.4f}", denoise=f"{denoising:.4f}", ips=f"{ips:.0f}")
+                window_start, window_images = time.perf_counter(), 0
+            if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
+                self.save()
+        bar.close()
+        log.close()
+        return self.out / MODEL_DIR_NAME
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = DistillConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=defaults.model, help="the teacher: a model directory or Hub repo id")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="the student's DDIM steps (on the model's tuned grid for that count, else its spacing); "
+                             "the teacher takes twice as many")
+    parser.add_argument("--output-dir", default=defaults.output_dir, help="run directory (state, log, model/)")
+    parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="optimiser steps")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (warm-up, then cosine)")
+    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps")
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay, help="EMA decay of the exported weights")
+    parser.add_argument("--diffusion-weight", type=float, default=defaults.diffusion_weight,
+                        help="weight of the ordinary denoising loss at uniform timesteps (0 = distillation only)")
+    parser.add_argument("--precision", default=defaults.precision, choices=("fp32", "bf16"),
+                        help="bf16 autocast or fp32")
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--data-dir", default=None, help="directory holding the data set files")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the images, timesteps and noise")
+    parser.add_argument("--log-every", type=int, default=defaults.log_every, help="steps between log records")
+    parser.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    cfg = DistillConfig(**vars(parser.parse_args(argv)))
+    try:
+        model_dir = Distiller(cfg).run()
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"student written to {model_dir} (evaluate: python -m diffusion.evaluate --model {model_dir} "
+          f"--samplers ddim:{cfg.steps}:0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
