@@ -44,7 +44,7 @@ from .ema import EMA
 from .guidance import make_denoiser
 from .losses import diffusion_loss
 from .samplers import Denoiser, timesteps
-from .schedules import NoiseSchedule, broadcast
+from .schedules import NoiseSchedule
 from .training import STATE_NAME, TrainingError, hardware_name, load_state, save_state, step_generator
 
 LOG_NAME = "distill_log.jsonl"
@@ -96,10 +96,16 @@ def teacher_grid(grid: list[int]) -> list[int]:
     return sorted(set(grid) | {m for m, lo, hi in zip(mids, lows, grid) if lo < m < hi})
 
 
+def alpha_bar(schedule: NoiseSchedule, t: Tensor, like: Tensor) -> Tensor:
+    """alpha_bar_t for (B,) timesteps, 1 at t = -1 (clean data), shaped (B, 1, ..., 1) to broadcast over `like`."""
+    ab = torch.where(t >= 0, schedule.alphas_cumprod[t.clamp(min=0)].to(like.dtype),
+                     torch.ones_like(t, dtype=like.dtype))
+    return ab.view(-1, *([1] * (like.ndim - 1)))
+
+
 def ddim_jump(schedule: NoiseSchedule, x0: Tensor, eps: Tensor, t_to: Tensor) -> Tensor:
-    """The deterministic DDIM step's landing point a_to x0 + s_to eps (t_to = -1: clean data, x0). (B,) t_to."""
-    ab = torch.where(t_to >= 0, schedule.alphas_cumprod[t_to.clamp(min=0)], torch.ones_like(t_to, dtype=x0.dtype))
-    ab = ab.view(-1, *([1] * (x0.ndim - 1)))
+    """The deterministic DDIM step's landing point a_to x0 + s_to eps (t_to = -1: clean data, x0); t_to (B,)."""
+    ab = alpha_bar(schedule, t_to, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
@@ -114,17 +120,13 @@ def distillation_target(teacher: Denoiser, schedule: NoiseSchedule, z_t: Tensor,
     two = t_mid < t
     if bool(two.any()):
         x0_mid, eps_mid = teacher(z, t_mid.clamp(min=0))
-        z_next = torch.where(two.view(-1, 1, 1, 1), ddim_jump(schedule, x0_mid, eps_mid, t_next),
+        z_next = torch.where(two.view(-1, *([1] * (z_t.ndim - 1))), ddim_jump(schedule, x0_mid, eps_mid, t_next),
                              ddim_jump(schedule, x0, eps, t_next))
     else:
         z_next = ddim_jump(schedule, x0, eps, t_next)
-    a_t = broadcast(schedule.sqrt_alphas_cumprod, t, z_t.ndim)
-    s_t = broadcast(schedule.sqrt_one_minus_alphas_cumprod, t, z_t.ndim)
-    ab_next = torch.where(t_next >= 0, schedule.alphas_cumprod[t_next.clamp(min=0)], torch.ones_like(t_next,
-                                                                                                  dtype=z_t.dtype))
-    ab_next = ab_next.view(-1, 1, 1, 1)
-    ratio = (1 - ab_next).sqrt() / s_t
-    return (z_next - ratio * z_t) / (ab_next.sqrt() - ratio * a_t)
+    ab_t, ab_next = alpha_bar(schedule, t, z_t), alpha_bar(schedule, t_next, z_t)
+    ratio = (1 - ab_next).sqrt() / (1 - ab_t).sqrt()  # s''/s
+    return (z_next - ratio * z_t) / (ab_next.sqrt() - ratio * ab_t.sqrt())
 
 
 class Distiller:

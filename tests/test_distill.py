@@ -55,7 +55,7 @@ def test_one_ddim_step_on_the_target_lands_where_the_teachers_two_steps_do(t, t_
     one = student.coef_x0[0] * target + student.coef_eps[0] * eps
     torch.testing.assert_close(one, landing, rtol=1e-5, atol=1e-5)
     # two teacher steps ask for another x0 than the teacher's own one-step prediction; a single step, for that one
-    assert torch.allclose(target, teacher(z_t, tt(t))[0]) == (t_mid == t)
+    assert torch.allclose(target, teacher(z_t, tt(t))[0], atol=1e-4) == (t_mid == t)
 
 
 def test_target_of_a_point_mass_is_the_point():
