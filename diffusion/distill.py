@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from .checkpoint import (CONFIG_NAME, TRAINING_NAME, CheckpointError, atomic_write, load_model_dir,
+from .checkpoint import (TRAINING_NAME, CheckpointError, atomic_write, load_model_dir,
                          resolve_model_dir, save_model_dir)
 from .data import load_dataset, to_model_range
 from .ema import EMA
@@ -159,6 +159,9 @@ class Distiller:
         mids = [next((m for m in fine if lo < m < hi), hi) for lo, hi in zip(lows, self.grid)]
         self.jumps = torch.tensor([[hi, m, lo] for hi, m, lo in zip(self.grid, mids, lows)], device=self.device)
         self.step, self.elapsed = 0, 0.0
+        if not cfg.resume and (self.out / STATE_NAME).exists():  # never overwrite a run
+            raise TrainingError(f"{self.out} already holds a distillation run: pass --resume to continue it or "
+                                f"choose a new --output-dir")
         if cfg.resume and (self.out / STATE_NAME).exists():
             state = load_state(self.out)
             if state["config"]["model"] != cfg.model or state["config"]["steps"] != cfg.steps:

@@ -119,5 +119,7 @@ def test_bad_input_is_a_clear_error(tmp_path, digits_model, capsys):
     done = DistillConfig(model=str(digits_model), steps=5, output_dir=str(tmp_path / "r"), max_steps=1,
                          batch_size=4, progress=False)
     Distiller(done).run()
+    with pytest.raises(TrainingError, match="already holds a distillation run"):
+        Distiller(done)  # without --resume: refused, the run is kept
     with pytest.raises(TrainingError, match="start a new --output-dir"):
         Distiller(DistillConfig(model=str(digits_model), steps=4, output_dir=str(tmp_path / "r"), resume=True))
