@@ -45,7 +45,8 @@ from .guidance import make_denoiser
 from .losses import diffusion_loss
 from .samplers import Denoiser, timesteps
 from .schedules import NoiseSchedule
-from .training import STATE_NAME, TrainingError, hardware_name, load_state, save_state, step_generator
+from .training import (STATE_NAME, TrainingError, hardware_name, learning_rate, load_state, save_state,
+                       step_generator)
 
 LOG_NAME = "distill_log.jsonl"
 MODEL_DIR_NAME = "model"
@@ -59,6 +60,7 @@ class DistillConfig:
     max_steps: int = 1500
     batch_size: int = 64  # images per step (each also gives one ordinary denoising example)
     lr: float = 5e-5
+    lr_schedule: str = "cosine"  # after the warm-up: cosine decay to 0 at max_steps, or constant
     warmup_steps: int = 50
     ema_decay: float = 0.998
     diffusion_weight: float = 1.0
@@ -82,6 +84,7 @@ class DistillConfig:
                   (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1)"),
                   (self.diffusion_weight >= 0, "--diffusion-weight must be >= 0"),
                   (self.grad_clip > 0, "--grad-clip must be > 0"),
+                  (self.lr_schedule in ("cosine", "constant"), "--lr-schedule must be cosine or constant"),
                   (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16")]
         for ok, message in checks:
             if not ok:
@@ -181,13 +184,6 @@ class Distiller:
                              autocast_dtype=torch.bfloat16 if self.cfg.precision == "bf16" else None,
                              guidance_interval=s.guidance_interval)
 
-    def learning_rate(self, step: int) -> float:
-        cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
     def distill_loss(self, x0: Tensor, context: Tensor, jump: Tensor, noise: Tensor) -> Tensor:
         """The distillation loss of a batch: x0, noise (B, C, H, W), context (B, K), jump (B, 3) rows of
         (t, t_mid, t_next) from `self.jumps`; the student's guided x0 against x~, weighted by 1 + SNR_t."""
@@ -215,7 +211,7 @@ class Distiller:
                                        self.config.prediction_type)
         loss = distill + cfg.diffusion_weight * denoising
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(step)
+            group["lr"] = learning_rate(step, self.cfg, self.cfg.max_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip))
@@ -260,7 +256,7 @@ class Distiller:
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 ips = window_images / (time.perf_counter() - window_start)
                 record = {"step": self.step, "distill_loss": distill, "denoising_loss": denoising,
-                          "lr": self.learning_rate(self.step - 1), "img_per_s": round(ips, 1)}
+                          "lr": learning_rate(self.step - 1, cfg, cfg.max_steps), "img_per_s": round(ips, 1)}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 bar.set_postfix(distill=f"{distill:.4f}", denoise=f"{denoising:.4f}", ips=f"{ips:.0f}")
@@ -283,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=defaults.output_dir, help="run directory (state, log, model/)")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (warm-up, then cosine)")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    parser.add_argument("--lr-schedule", default=defaults.lr_schedule, choices=("cosine", "constant"),
+                        help="after the warm-up: cosine decay to 0 at --max-steps, or constant")
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps")
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay, help="EMA decay of the exported weights")
     parser.add_argument("--diffusion-weight", type=float, default=defaults.diffusion_weight,
