@@ -124,6 +124,13 @@ class Handlers:
                 gr.Radio(value=d.sampler),  # the sampler and noise the model evaluated best with (config.json)
                 gr.Slider(value=d.eta))
 
+    def sampler_noise(self, model: str, sampler: str):
+        """A sampler picked by the user brings its own eta: the model's saved one for the model's saved sampler,
+        else 0 (plain deterministic DDIM / DPM-Solver++), so switching dpm++ (eta 1) to DDIM gives DDIM, not a
+        DDPM-like chain. DDPM ignores eta."""
+        d = get_model(self.registry, model, self.limits).config.sampling
+        return gr.Slider(value=d.eta if sampler == d.sampler else 0.0)
+
     def load_model(self, model: str):
         """select_model, and add the model (e.g. a Hub repo id just typed) to the model list."""
         return (gr.Dropdown(choices=self.registry.names(), value=model.strip()), *self.select_model(model))
@@ -247,6 +254,7 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
         model.change(select, [model], model_outputs, api_name="select_model")
         load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")
         demo.load(select, [model], model_outputs, api_visibility="undocumented")
+        sampler.input(user_errors(h.sampler_noise), [model, sampler], [eta], api_visibility="undocumented")
 
         context = [class_mode, class_a, class_b, mix]
         run.click(user_errors(h.generate),

@@ -36,6 +36,8 @@ HELP = {
     "loss_weighting": "per-timestep loss weights: none, or Min-SNR-gamma (Hang et al. 2023)",
     "snr_gamma": "gamma of Min-SNR weighting",
     "p_uncond": "probability of dropping the class context (trains the unconditional model for guidance)",
+    "input_perturbation": "gamma of input perturbation (DDPM-IP, Ning et al. 2023; 0 = off, the paper uses 0.1): "
+                          "the network sees x_t made with noise + gamma * extra noise, the target stays the same",
     "base_channels": "channels of the first U-Net level",
     "channel_mult": "width multiplier per U-Net level (one level per entry)",
     "num_res_blocks": "residual blocks per level",

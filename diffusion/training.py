@@ -45,7 +45,7 @@ LOG_NAME = "log.jsonl"
 RUN_DEFINING = ("dataset", "epochs", "max_steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "weight_decay",
                 "grad_clip", "num_timesteps", "schedule", "beta_start", "beta_end", "prediction_type",
                 "loss_weighting", "snr_gamma", "base_channels", "channel_mult", "num_res_blocks", "attention_levels",
-                "patch_size", "dropout", "norm_groups", "ema_decay", "p_uncond", "hflip", "seed")
+                "patch_size", "dropout", "norm_groups", "ema_decay", "p_uncond", "input_perturbation", "hflip", "seed")
 
 
 class TrainingError(RuntimeError):
@@ -77,6 +77,7 @@ class TrainConfig:
     loss_weighting: Literal["none", "min_snr"] = "min_snr"
     snr_gamma: float = 5.0
     p_uncond: float = 0.1  # probability of dropping the class context (classifier-free guidance)
+    input_perturbation: float = 0.0  # gamma of DDPM-IP (Ning et al. 2023): the network input's extra noise
     # network
     base_channels: int = 64
     channel_mult: list[int] = field(default_factory=lambda: [1, 2])
@@ -122,6 +123,7 @@ class TrainConfig:
                   (0.0 <= self.p_uncond < 1.0, "--p-uncond must be in [0, 1)"),
                   (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1)"),
                   (self.snr_gamma > 0, "--snr-gamma must be > 0"),
+                  (0.0 <= self.input_perturbation <= 1.0, "--input-perturbation must be in [0, 1] (the paper uses 0.1)"),
                   (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
                   (self.lr_schedule in ("cosine", "constant"), "--lr-schedule must be cosine or constant"),
                   (self.loss_weighting in ("none", "min_snr"), "--loss-weighting must be none or min_snr")]
@@ -313,7 +315,7 @@ class Trainer:
             self.ddp_model = torch.compile(self.ddp_model)
 
     def _restore(self, state: dict) -> None:
-        saved = state["config"]
+        saved = {**dataclasses.asdict(TrainConfig()), **state["config"]}  # a setting newer than the run: its default
         differing = [f"{k}: run has {saved.get(k)!r}, given {getattr(self.cfg, k)!r}"
                      for k in RUN_DEFINING if saved.get(k) != getattr(self.cfg, k)]
         if state.get("world_size", 1) != self.dist.world_size:  # data shards and per-rank noise depend on it
@@ -398,12 +400,15 @@ class Trainer:
         x0, context = self.batch(step, g)
         t = torch.randint(0, cfg.num_timesteps, (x0.shape[0],), generator=g).to(self.device)
         noise = torch.randn(x0.shape, generator=g).to(self.device)
+        input_noise = None
+        if cfg.input_perturbation > 0:
+            input_noise = noise + cfg.input_perturbation * torch.randn(x0.shape, generator=g).to(self.device)
         lr = learning_rate(step, cfg, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss = diffusion_loss(self.ddp_model, self.schedule, x0, context, t, noise, cfg.prediction_type,
-                                  cfg.loss_weighting, cfg.snr_gamma)
+                                  cfg.loss_weighting, cfg.snr_gamma, input_noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))

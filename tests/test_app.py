@@ -94,6 +94,10 @@ def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
     config.to_json_file(root / "tiny" / "config.json")
     *_, sampler, eta = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
     assert (sampler.value, eta.value) == ("dpm++", 0.5)
+    handlers = Handlers(ModelRegistry(root, precision="fp32"))
+    # Switching to another sampler starts it deterministic; back to the saved one restores its eta.
+    assert handlers.sampler_noise("tiny", "ddim").value == 0.0
+    assert handlers.sampler_noise("tiny", "dpm++").value == 0.5
 
 
 BAD_GENERATE = [
@@ -151,10 +155,10 @@ def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def browser_generate(url: str, screenshot: str, status: str) -> None:
+def browser_generate(url: str, screenshot: str, status: str, then=None) -> None:
     """Headless Chromium opens the page, clicks Generate and waits for the result image and a status that starts
-    with `status` (the sampler the page started from); saves a screenshot in artifacts/. Needs Debian's chromium
-    (installed by .ci/run) and the playwright package."""
+    with `status` (the sampler the page started from); saves a screenshot in artifacts/, then runs then(page) if
+    given. Needs Debian's chromium (installed by .ci/run) and the playwright package."""
     playwright = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
     if executable is None:
@@ -175,6 +179,8 @@ def browser_generate(url: str, screenshot: str, status: str) -> None:
             page.get_by_text(status).first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
             assert result.count() >= 1
+            if then is not None:
+                then(page)
         finally:
             browser.close()
     assert (ARTIFACTS / screenshot).stat().st_size > 10_000
@@ -182,6 +188,17 @@ def browser_generate(url: str, screenshot: str, status: str) -> None:
 
 def test_browser_generate_shows_the_result(server):
     browser_generate(server.local_url, "browser-generate.png", "DDIM · 5 steps")
+
+
+def switch_to_ddim(page) -> None:
+    """The shipped model's dpm++ starts at eta 1; picking DDIM sets eta to 0 (deterministic DDIM)."""
+    eta = page.get_by_label("number input for Noise (eta), DDIM and dpm++")
+    assert eta.input_value() == "1"
+    page.get_by_label("ddim", exact=True).check()
+    page.wait_for_function(f"() => document.querySelector({eta_selector!r}).value === '0'", timeout=30_000)
+
+
+eta_selector = "input[type=number][aria-label='number input for Noise (eta), DDIM and dpm++']"
 
 
 def test_browser_on_the_shipped_models():
@@ -193,6 +210,6 @@ def test_browser_on_the_shipped_models():
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, **LAUNCH)
     try:
         # the page starts from the default model's saved sampler: DPM-Solver++(2M) SDE, 20 steps
-        browser_generate(demo.local_url, "browser-generate-shipped.png", "DPM++ · 20 steps")
+        browser_generate(demo.local_url, "browser-generate-shipped.png", "DPM++ · 20 steps", then=switch_to_ddim)
     finally:
         demo.close()

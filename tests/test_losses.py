@@ -58,3 +58,33 @@ def test_ema_follows_with_warmup():
     ema.update(model, step=1000)  # decay 0.9
     torch.testing.assert_close(ema.model.weight, 0.9 * start)
     assert not ema.model.weight.requires_grad
+
+
+class Recorder(torch.nn.Module):
+    """Returns a fixed output and remembers the input it was given."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out, self.seen = out, None
+
+    def forward(self, x, t, context=None):
+        self.seen = x
+        return self.out
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v"])
+def test_input_perturbation_moves_the_input_not_the_target(prediction_type):
+    """DDPM-IP (Ning et al. 2023): the network sees q_sample(x0, t, noise + gamma xi), the loss keeps the target
+    of (x0, noise)."""
+    s = NoiseSchedule.from_name("cosine", 1000)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, xi, out = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(4))
+    t = torch.tensor([10, 600])
+    perturbed = noise + 0.1 * xi
+    net = Recorder(out)
+    with_ip = diffusion_loss(net, s, x0, None, t, noise, prediction_type, input_noise=perturbed)
+    torch.testing.assert_close(net.seen, s.q_sample(x0, t, perturbed))
+    assert not torch.allclose(net.seen, s.q_sample(x0, t, noise))
+    plain = diffusion_loss(net, s, x0, None, t, noise, prediction_type)
+    torch.testing.assert_close(net.seen, s.q_sample(x0, t, noise))
+    assert float(with_ip) == pytest.approx(float(plain), rel=1e-6)  # same output, same target, same loss

@@ -93,6 +93,24 @@ def test_resume_refuses_different_settings(tmp_path):
         Trainer(tiny_run(tmp_path / "r", resume=True, lr=1e-4))
 
 
+def test_input_perturbation_is_a_run_setting(tmp_path):
+    """--input-perturbation changes the training steps (the network sees other inputs), a resumed run keeps it, and
+    a run saved before the setting existed resumes with its default (off)."""
+    plain, perturbed = Trainer(tiny_run(tmp_path / "p", max_steps=4)), Trainer(
+        tiny_run(tmp_path / "ip", max_steps=4, input_perturbation=0.1))
+    assert plain.train_step(0) == perturbed.train_step(0)  # the zero-initialised output: same loss, other grads
+    assert plain.train_step(1) != perturbed.train_step(1)
+    train(tiny_run(tmp_path / "r", max_steps=20, input_perturbation=0.1))
+    with pytest.raises(TrainingError, match="settings differ.*input_perturbation: run has 0.1, given 0.0"):
+        Trainer(tiny_run(tmp_path / "r", max_steps=20, resume=True))
+    state = load_state(tmp_path / "r")
+    del state["config"]["input_perturbation"]
+    torch.save(state, tmp_path / "r" / "state.pt")
+    assert Trainer(tiny_run(tmp_path / "r", max_steps=20, resume=True)).step == 20
+    with pytest.raises(TrainingError, match="--input-perturbation must be in"):
+        Trainer(tiny_run(tmp_path / "bad", input_perturbation=-0.1))
+
+
 def test_nan_loss_stops_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     trainer = Trainer(tiny_run(tmp_path / "n", max_steps=40))
     real_loss = training.diffusion_loss
