@@ -13,6 +13,7 @@ from pathlib import Path
 
 from diffusion.data import DATASETS, DatasetError
 from diffusion.training import RUN_DEFINING, STATE_NAME, TrainConfig, TrainingError, load_state, train
+from diffusion.unet import UPSAMPLES
 
 HELP = {
     "dataset": "data set to train on",
@@ -43,6 +44,8 @@ HELP = {
     "num_res_blocks": "residual blocks per level",
     "attention_levels": "levels (0-based) with self-attention",
     "patch_size": "pixel-unshuffle stem: 2 runs the first level at half resolution (faster on CPUs)",
+    "upsample": "decoder upsampling: nearest resize then a 3x3 conv (DDPM), or a 3x3 conv at the low resolution "
+                "then a pixel shuffle (sub-pixel convolution: a quarter of the FLOPs or less)",
     "dropout": "dropout inside residual blocks",
     "norm_groups": "GroupNorm groups",
     "ema_decay": "decay of the exponential moving average of the weights (the exported model)",
@@ -64,7 +67,8 @@ HELP = {
     "progress": "show a progress bar",
 }
 CHOICES = {"dataset": DATASETS, "lr_schedule": ("cosine", "constant"), "schedule": ("linear", "cosine", "sigmoid"),
-           "prediction_type": ("epsilon", "v"), "loss_weighting": ("none", "min_snr"), "precision": ("fp32", "bf16")}
+           "prediction_type": ("epsilon", "v"), "loss_weighting": ("none", "min_snr"), "precision": ("fp32", "bf16"),
+           "upsample": UPSAMPLES}
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:

@@ -18,13 +18,13 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 ARCHITECTURE_FIELDS = ("base_channels", "channel_mult", "num_res_blocks", "attention_levels", "patch_size",
-                       "norm_groups")
+                       "upsample", "norm_groups")
 
 
 def shipped_architecture(name: str) -> dict:
     """The U-Net of checkpoints/NAME as TrainConfig arguments, so that benchmarks train what the repo ships."""
     unet = json.loads((CHECKPOINTS / name / "config.json").read_text())["unet"]
-    return {k: unet[k] for k in ARCHITECTURE_FIELDS}
+    return {k: unet[k] for k in ARCHITECTURE_FIELDS if k in unet}  # a key missing: the architecture's default
 
 
 FAST = shipped_architecture("fashion-mnist-fast")

@@ -36,7 +36,7 @@ from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
 from .schedules import NoiseSchedule
-from .unet import SelfAttention, UNet, UNetConfig
+from .unet import UPSAMPLES, SelfAttention, UNet, UNetConfig
 
 STATE_NAME = "state.pt"
 MODEL_DIR_NAME = "model"
@@ -45,7 +45,7 @@ LOG_NAME = "log.jsonl"
 RUN_DEFINING = ("dataset", "epochs", "max_steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "weight_decay",
                 "grad_clip", "num_timesteps", "schedule", "beta_start", "beta_end", "prediction_type",
                 "loss_weighting", "snr_gamma", "base_channels", "channel_mult", "num_res_blocks", "attention_levels",
-                "patch_size", "dropout", "norm_groups", "ema_decay", "p_uncond", "input_perturbation", "hflip", "seed")
+                "patch_size", "upsample", "dropout", "norm_groups", "ema_decay", "p_uncond", "input_perturbation", "hflip", "seed")
 
 
 class TrainingError(RuntimeError):
@@ -84,6 +84,7 @@ class TrainConfig:
     num_res_blocks: int = 2
     attention_levels: list[int] = field(default_factory=list)
     patch_size: int = 2
+    upsample: Literal["nearest_conv", "subpixel"] = "nearest_conv"
     dropout: float = 0.0
     norm_groups: int = 32
     # EMA, precision, hardware
@@ -126,7 +127,8 @@ class TrainConfig:
                   (0.0 <= self.input_perturbation <= 1.0, "--input-perturbation must be in [0, 1] (the paper uses 0.1)"),
                   (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
                   (self.lr_schedule in ("cosine", "constant"), "--lr-schedule must be cosine or constant"),
-                  (self.loss_weighting in ("none", "min_snr"), "--loss-weighting must be none or min_snr")]
+                  (self.loss_weighting in ("none", "min_snr"), "--loss-weighting must be none or min_snr"),
+                  (self.upsample in UPSAMPLES, f"--upsample must be one of {UPSAMPLES}")]
         for ok, message in checks:
             if not ok:
                 raise TrainingError(message)
@@ -138,7 +140,8 @@ class TrainConfig:
         return UNetConfig(image_size=H, in_channels=C, num_classes=len(dataset.class_names),
                           base_channels=self.base_channels, channel_mult=list(self.channel_mult),
                           num_res_blocks=self.num_res_blocks, attention_levels=list(self.attention_levels),
-                          patch_size=self.patch_size, dropout=self.dropout, norm_groups=self.norm_groups)
+                          patch_size=self.patch_size, upsample=self.upsample, dropout=self.dropout,
+                          norm_groups=self.norm_groups)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from diffusion import Pipeline
-from diffusion.checkpoint import CheckpointError, load_model_dir, resolve_model_dir
+from diffusion.checkpoint import CheckpointError, load_model_dir, resolve_model_dir, save_model_dir
 from diffusion.guidance import make_denoiser
 from diffusion.sample import main as sample_main
-from tests.conftest import needs_cxx
+from diffusion.unet import UNet
+from tests.conftest import needs_cxx, randomised, tiny_config
 
 
 def test_generate_shapes_range_and_determinism(tiny_model_dir):
@@ -212,6 +213,24 @@ def test_save_load_round_trip_is_bit_identical(tiny_model_dir, tmp_path):
     again = Pipeline.from_pretrained(copy_dir, precision="fp32")
     assert again.config == pipe.config
     assert torch.equal(pipe.generate([0, 2], seed=1), again.generate([0, 2], seed=1))
+
+
+def test_the_upsampling_travels_with_the_weights(tmp_path):
+    """A sub-pixel decoder is rebuilt from config.json alone; a config.json written before the option existed (no
+    "upsample" key) loads as the resize-then-conv decoder it was trained with."""
+    config = tiny_config()
+    config.unet.upsample = "subpixel"
+    model = randomised(UNet(config.unet))
+    loaded = Pipeline.from_pretrained(save_model_dir(tmp_path / "sub", config, model.state_dict()), precision="fp32")
+    assert loaded.config.unet.upsample == "subpixel"
+    x, t, c = torch.randn(2, 1, 16, 16), torch.tensor([3, 40]), torch.eye(3)[:2]
+    torch.testing.assert_close(loaded.model(x, t, c), model(x, t, c), rtol=0, atol=0)
+
+    old = save_model_dir(tmp_path / "old", tiny_config(), randomised(UNet(tiny_config().unet)).state_dict())
+    data = json.loads((old / "config.json").read_text())
+    del data["unet"]["upsample"]
+    (old / "config.json").write_text(json.dumps(data))
+    assert Pipeline.from_pretrained(old, precision="fp32").config.unet.upsample == "nearest_conv"
 
 
 def corrupt(directory, how):

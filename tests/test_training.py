@@ -150,20 +150,22 @@ def test_train_cli_help_and_run(tmp_path):
     for flag in ("--dataset", "--epochs", "--max-steps", "--batch-size", "--lr", "--warmup-steps", "--num-timesteps",
                  "--schedule", "--beta-start", "--beta-end", "--base-channels", "--ema-decay", "--p-uncond",
                  "--precision", "--device", "--seed", "--output-dir", "--save-every", "--sample-every", "--resume",
-                 "--push-to-hub"):
+                 "--push-to-hub", "--upsample"):
         assert flag in text
     assert "(default: fashion-mnist)" in text
     args = ["--dataset", "digits", "--max-steps", "6", "--batch-size", "16", "--base-channels", "16",
             "--norm-groups", "8", "--patch-size", "1", "--num-timesteps", "50", "--output-dir", str(tmp_path / "c"),
-            "--sample-every", "6", "--save-every", "3", "--no-progress", "--precision", "fp32"]
+            "--sample-every", "6", "--save-every", "3", "--no-progress", "--precision", "fp32", "--upsample", "subpixel"]
     assert main(args) == 0
+    assert json.loads((tmp_path / "c" / "model" / "config.json").read_text())["unet"]["upsample"] == "subpixel"
     assert main(["--output-dir", str(tmp_path / "c"), "--resume", "--no-progress"]) == 0  # nothing left to do
     assert main(["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--max-steps", "1"]) == 2
 
 
 @pytest.mark.parametrize("changes", [
     {},
-    {"max_steps": 5000, "base_channels": 32, "channel_mult": [1, 2, 2], "norm_groups": 8, "output_dir": "runs/x"},
+    {"max_steps": 5000, "base_channels": 32, "channel_mult": [1, 2, 2], "norm_groups": 8, "output_dir": "runs/x",
+     "upsample": "subpixel"},
     {"epochs": 3, "max_steps": None, "hflip": False, "lr": 3e-4, "loss_weighting": "none", "precision": "fp32"},
     {"hflip": True, "attention_levels": [1], "init_from": "runs/a", "schedule": "linear", "beta_end": 0.03},
 ])

@@ -17,8 +17,10 @@ def small(image_size=16, channels=1, num_classes=3, patch_size=1, **kw):
 @pytest.mark.parametrize("size", [16, 28, 32])
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("patch_size", [1, 2])
-def test_output_shape_matches_input(size, channels, patch_size):
-    net = UNet(small(size, channels, patch_size=patch_size, attention_levels=[2], attention_heads=2))
+@pytest.mark.parametrize("upsample", ["nearest_conv", "subpixel"])
+def test_output_shape_matches_input(size, channels, patch_size, upsample):
+    net = UNet(small(size, channels, patch_size=patch_size, attention_levels=[2], attention_heads=2,
+                     upsample=upsample))
     x = torch.randn(2, channels, size, size)
     out = net(x, torch.tensor([0, 999]), F.one_hot(torch.tensor([0, 2]), 3).float())
     assert out.shape == x.shape  # 28 -> 14 -> 7 -> 4 and back, natively
@@ -75,6 +77,7 @@ def test_timestep_embedding():
     (dict(attention_levels=[5]), "attention_levels"),
     (dict(patch_size=3), "divisible by patch_size"),
     (dict(norm_groups=5), "norm_groups"),
+    (dict(upsample="bilinear"), "upsample must be one of"),
 ])
 def test_config_validation(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -91,3 +94,33 @@ def test_self_attention_is_multi_head_scaled_dot_product_attention():
     q, k, v = attn.qkv(attn.norm(x)).reshape(2, 3, 4, 4, 35).transpose(-1, -2).unbind(dim=1)
     expected = x + attn.proj(F.scaled_dot_product_attention(q, k, v).transpose(-1, -2).reshape(2, 16, 5, 7))
     torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_subpixel_upsample_is_a_conv_at_low_resolution_then_a_pixel_shuffle():
+    """Output pixel (2i + a, 2j + b), channel c is the low-resolution conv's channel 4c + 2a + b at (i, j); an odd
+    target size (7 <- 4) drops the last row and column."""
+    from diffusion.unet import SubpixelUpsample
+
+    torch.manual_seed(0)
+    up = SubpixelUpsample(6, 3)
+    x = torch.randn(2, 6, 4, 4)
+    low = up.conv(x)  # (2, 12, 4, 4)
+    out = up(x, (7, 7))
+    assert out.shape == (2, 3, 7, 7)
+    for c, a, b, i, j in [(0, 0, 0, 0, 0), (2, 1, 0, 3, 1), (1, 1, 1, 2, 2)]:
+        if 2 * i + a < 7 and 2 * j + b < 7:
+            torch.testing.assert_close(out[:, c, 2 * i + a, 2 * j + b], low[:, 4 * c + 2 * a + b, i, j])
+    assert up(x, (8, 8)).shape == (2, 3, 8, 8)
+
+
+def test_subpixel_decoder_costs_fewer_flops_for_the_same_levels():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(upsample):
+        net = UNet(UNetConfig(image_size=28, base_channels=32, channel_mult=[1, 2], norm_groups=8,
+                              patch_size=2, upsample=upsample))
+        with FlopCounterMode(display=False) as counter:
+            net(torch.randn(1, 1, 28, 28), torch.tensor([3]), torch.zeros(1, 10))
+        return counter.get_total_flops()
+
+    assert flops("subpixel") < 0.95 * flops("nearest_conv")
