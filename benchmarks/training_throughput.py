@@ -1,5 +1,7 @@
 """Training throughput (images/s) of our default and fast models in our training loop and of the diffusers peer in
-a typical diffusers training loop, fp32 and bf16 autocast, at batch 128 on Fashion-MNIST, in one run.
+a typical diffusers training loop, fp32 and bf16 autocast, at batch 128 on Fashion-MNIST, in one run: --rounds
+rounds that each time every loop once, in turn, so that the shared machine's drifting speed hits all of them alike;
+each figure is the median over the rounds and each ratio the median of the per-round ratios.
 
 Each loop's FLOPs per image (forward and backward, counted over one real training step with
 torch.utils.flop_counter) turn its img/s into achieved GFLOP/s, reported as a share of the fp32 or bf16 matmul
@@ -10,12 +12,13 @@ With --compile, our two models are also timed with torch.compile (bf16; the firs
 --channels-last, our default model's bf16 step is also timed with its weights (and so its activations) in the
 channels_last layout that oneDNN's convolutions prefer.
 
-Usage: python benchmarks/training_throughput.py [--steps 30] [--compile] [--channels-last]
+Usage: python benchmarks/training_throughput.py [--steps 30] [--rounds 3] [--compile] [--channels-last]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -83,7 +86,10 @@ def training_flops(batch: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each times every configuration once, in turn, so that a drift of the shared "
+                             "machine's speed hits all of them; figures are medians over the rounds")
     parser.add_argument("--batch-size", type=int, default=128, help="batch size")
     parser.add_argument("--compile", action="store_true", help="also time our models with torch.compile (bf16)")
     parser.add_argument("--channels-last", action="store_true",
@@ -96,35 +102,48 @@ def main() -> None:
     print("training FLOPs per image: " + ", ".join(f"{k} {v / 1e9:.3f} G" for k, v in flops.items()))
     result = {**ceilings, **{f"{k}_train_flops_per_image": v for k, v in flops.items()}}
 
-    def report(name: str, precision: str, img_s: float, label: str) -> None:
+    # (label, model whose FLOPs count, precision, timing function)
+    runs = [(f"{name}_{precision}", name, precision, fn)
+            for name, fn in (("ours", lambda p: ours(p, args.steps, args.batch_size, DEFAULT)),
+                             ("ours_fast", lambda p: ours(p, args.steps, args.batch_size, FAST)),
+                             ("peer", lambda p: peer(p, args.steps, args.batch_size)))
+            for precision in ("fp32", "bf16")]
+    if args.compile:
+        runs += [(f"{name}_bf16_compiled", name, "bf16",
+                  lambda p, a=architecture: ours(p, args.steps, args.batch_size, a, compile=True))
+                 for name, architecture in (("ours", DEFAULT), ("ours_fast", FAST))]
+    if args.channels_last:
+        runs.append(("ours_bf16_channels_last", "ours", "bf16",
+                     lambda p: ours(p, args.steps, args.batch_size, DEFAULT, channels_last=True)))
+    rounds: list[dict[str, float]] = []
+    for r in range(args.rounds):
+        rounds.append({label: fn(precision) for label, _, precision, fn in runs})
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.0f}" for k, v in rounds[-1].items()), flush=True)
+    for label, name, precision, _ in runs:
+        img_s = statistics.median(r[label] for r in rounds)
         gflops = img_s * flops[name] / 1e9
         share = gflops / ceilings[f"{precision}_gflops"]
         result[f"{label}_img_s"], result[f"{label}_ceiling_share"] = img_s, share
-        print(f"{label.replace('_', ' ')}: {img_s:.0f} img/s (batch {args.batch_size}, {args.steps} steps), "
-              f"{gflops:.0f} GFLOP/s = {100 * share:.0f}% of the {precision} matmul ceiling")
-    runs = (("ours", lambda p: ours(p, args.steps, args.batch_size, DEFAULT)),
-            ("ours_fast", lambda p: ours(p, args.steps, args.batch_size, FAST)),
-            ("peer", lambda p: peer(p, args.steps, args.batch_size)))
-    for name, fn in runs:
-        for precision in ("fp32", "bf16"):
-            report(name, precision, fn(precision), f"{name}_{precision}")
-    if args.compile:
-        for name, architecture in (("ours", DEFAULT), ("ours_fast", FAST)):
-            img_s = ours("bf16", args.steps, args.batch_size, architecture, compile=True)
-            report(name, "bf16", img_s, f"{name}_bf16_compiled")
-    if args.channels_last:
-        img_s = ours("bf16", args.steps, args.batch_size, DEFAULT, channels_last=True)
-        report("ours", "bf16", img_s, "ours_bf16_channels_last")
-    ratio = result["ours_bf16_img_s"] / result["peer_fp32_img_s"]
-    print(f"ours (default: bf16) / peer fp32 = {ratio:.2f}x; ours bf16 / peer bf16 = "
-          f"{result['ours_bf16_img_s'] / result['peer_bf16_img_s']:.2f}x; ours-fast bf16 / peer fp32 = "
-          f"{result['ours_fast_bf16_img_s'] / result['peer_fp32_img_s']:.2f}x")
+        print(f"{label.replace('_', ' ')}: {img_s:.0f} img/s (median of {args.rounds} rounds of {args.steps} steps, "
+              f"batch {args.batch_size}), {gflops:.0f} GFLOP/s = {100 * share:.0f}% of the {precision} matmul "
+              f"ceiling")
+
+    def ratio(a: str, b: str) -> float:
+        """Median over rounds of a / b: both timed in the same round, minutes apart at most."""
+        return statistics.median(r[a] / r[b] for r in rounds)
+
+    result["ours_over_peer_fp32"] = ratio("ours_bf16", "peer_fp32")
+    result["ours_fast_over_peer_fp32"] = ratio("ours_fast_bf16", "peer_fp32")
+    print(f"ours (default: bf16) / peer fp32 = {result['ours_over_peer_fp32']:.2f}x; ours bf16 / peer bf16 = "
+          f"{ratio('ours_bf16', 'peer_bf16'):.2f}x; ours-fast bf16 / peer fp32 = "
+          f"{result['ours_fast_over_peer_fp32']:.2f}x (medians of the per-round ratios: "
+          + ", ".join(f"{r['ours_bf16'] / r['peer_fp32']:.2f}" for r in rounds) + ")")
     # The most a loop with the default model's FLOPs could reach: every FLOP at the bf16 matmul ceiling.
     bound = ceilings["bf16_gflops"] * 1e9 / flops["ours"] / result["peer_fp32_img_s"]
     print(f"upper bound for the default model, all its FLOPs at the bf16 matmul ceiling: {bound:.2f}x peer fp32")
     result["ours_bound_over_peer_fp32"] = bound
     write_result("training_throughput", {**result, "batch_size": args.batch_size, "steps": args.steps,
-                                         "ours_over_peer_fp32": ratio})
+                                         "rounds": rounds})
 
 
 if __name__ == "__main__":
