@@ -45,7 +45,8 @@ LOG_NAME = "log.jsonl"
 RUN_DEFINING = ("dataset", "epochs", "max_steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "weight_decay",
                 "grad_clip", "num_timesteps", "schedule", "beta_start", "beta_end", "prediction_type",
                 "loss_weighting", "snr_gamma", "base_channels", "channel_mult", "num_res_blocks", "attention_levels",
-                "patch_size", "upsample", "dropout", "norm_groups", "ema_decay", "p_uncond", "input_perturbation", "hflip", "seed")
+                "patch_size", "upsample", "dropout", "norm_groups", "ema_decay", "p_uncond", "input_perturbation",
+                "hflip", "seed")
 
 
 class TrainingError(RuntimeError):

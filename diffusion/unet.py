@@ -241,10 +241,10 @@ class UNet(nn.Module):
                 attns.append(attention(level, w))
                 width = w
             self.up.append(Level(blocks, attns))
-            if level > 0 and c.upsample == "subpixel":
+            if level > 0 and c.upsample == "subpixel":  # the next level's width already at the upsampling
                 self.upsamples.append(SubpixelUpsample(width, widths[level - 1]))
                 width = widths[level - 1]
-            elif level > 0:
+            elif level > 0:  # width kept; the next level's first block changes it
                 self.upsamples.append(Upsample(width))
 
         self.out_norm = nn.GroupNorm(c.norm_groups, width)

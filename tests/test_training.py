@@ -155,7 +155,8 @@ def test_train_cli_help_and_run(tmp_path):
     assert "(default: fashion-mnist)" in text
     args = ["--dataset", "digits", "--max-steps", "6", "--batch-size", "16", "--base-channels", "16",
             "--norm-groups", "8", "--patch-size", "1", "--num-timesteps", "50", "--output-dir", str(tmp_path / "c"),
-            "--sample-every", "6", "--save-every", "3", "--no-progress", "--precision", "fp32", "--upsample", "subpixel"]
+            "--sample-every", "6", "--save-every", "3", "--no-progress", "--precision", "fp32",
+            "--upsample", "subpixel"]
     assert main(args) == 0
     assert json.loads((tmp_path / "c" / "model" / "config.json").read_text())["unet"]["upsample"] == "subpixel"
     assert main(["--output-dir", str(tmp_path / "c"), "--resume", "--no-progress"]) == 0  # nothing left to do

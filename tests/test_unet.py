@@ -3,8 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion.unet import UNet, UNetConfig, timestep_embedding
+from diffusion.unet import SubpixelUpsample, UNet, UNetConfig, timestep_embedding
 
 from .conftest import randomised
 
@@ -99,8 +100,6 @@ def test_self_attention_is_multi_head_scaled_dot_product_attention():
 def test_subpixel_upsample_is_a_conv_at_low_resolution_then_a_pixel_shuffle():
     """Output pixel (2i + a, 2j + b), channel c is the low-resolution conv's channel 4c + 2a + b at (i, j); an odd
     target size (7 <- 4) drops the last row and column."""
-    from diffusion.unet import SubpixelUpsample
-
     torch.manual_seed(0)
     up = SubpixelUpsample(6, 3)
     x = torch.randn(2, 6, 4, 4)
@@ -114,8 +113,6 @@ def test_subpixel_upsample_is_a_conv_at_low_resolution_then_a_pixel_shuffle():
 
 
 def test_subpixel_decoder_costs_fewer_flops_for_the_same_levels():
-    from torch.utils.flop_counter import FlopCounterMode
-
     def flops(upsample):
         net = UNet(UNetConfig(image_size=28, base_channels=32, channel_mult=[1, 2], norm_groups=8,
                               patch_size=2, upsample=upsample))
