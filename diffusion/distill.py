@@ -18,6 +18,10 @@ same pipeline settings. The loss is the squared error of the student's guided x0
 denoising loss at uniform timesteps on the same images (a regulariser: the student stays a denoiser at every other
 timestep, so DDPM and other grids keep working). The exported model is the student's EMA.
 
+Several step counts (`--steps 20 50`) distil their grids together, each grid drawn equally often, so one student
+learns the jumps of every grid it will be sampled on (one round for a single grid moves the network toward that
+grid's jumps alone, and the samplers on other grids may lose).
+
 Usage: python -m diffusion.distill --model checkpoints/fashion-mnist --steps 20 --output-dir runs/distill20
 """
 
@@ -55,7 +59,7 @@ MODEL_DIR_NAME = "model"
 @dataclass
 class DistillConfig:
     model: str = "checkpoints/fashion-mnist"
-    steps: int = 20  # the student's number of DDIM steps
+    steps: int | list[int] = 20  # the student's number(s) of DDIM steps, one grid each
     output_dir: str = "runs/distill"
     max_steps: int = 1500
     batch_size: int = 64  # images per step (each also gives one ordinary denoising example)
@@ -74,9 +78,16 @@ class DistillConfig:
     resume: bool = False
     progress: bool = True
 
+    @property
+    def step_counts(self) -> list[int]:
+        return [self.steps] if isinstance(self.steps, int) else list(self.steps)
+
     def validate(self) -> None:
-        for name in ("steps", "max_steps", "batch_size", "log_every", "save_every"):
-            v = getattr(self, name)
+        counts = self.step_counts
+        if not counts or len(set(counts)) != len(counts):
+            raise TrainingError(f"--steps must be one or more distinct step counts, got {self.steps!r}")
+        for name, v in [("steps", k) for k in counts] + [(n, getattr(self, n)) for n in
+                                                          ("max_steps", "batch_size", "log_every", "save_every")]:
             if not isinstance(v, int) or v < 1:
                 raise TrainingError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
         checks = [(self.lr > 0 and math.isfinite(self.lr), "--lr must be a positive number"),
@@ -153,23 +164,29 @@ class Distiller:
                                                 self.config.beta_start, self.config.beta_end).to(self.device)
         self.data = load_dataset(self.config.dataset, "train", cfg.data_dir)
         s = self.config.sampling
-        grid = (s.tuned_timesteps or {}).get(str(cfg.steps)) or timesteps(self.config.num_timesteps, cfg.steps,
-                                                                           s.spacing or "trailing")
-        self.grid = list(grid)
-        fine = teacher_grid(self.grid)
-        lows = [-1] + self.grid[:-1]
-        # per student step i: (t, t_mid, t_next); t_mid = t where the jump has no midpoint
-        mids = [next((m for m in fine if lo < m < hi), hi) for lo, hi in zip(lows, self.grid)]
-        self.jumps = torch.tensor([[hi, m, lo] for hi, m, lo in zip(self.grid, mids, lows)], device=self.device)
+        self.grids = {k: list((s.tuned_timesteps or {}).get(str(k))
+                              or timesteps(self.config.num_timesteps, k, s.spacing or "trailing"))
+                      for k in cfg.step_counts}
+        # every grid's student steps as rows (t, t_mid, t_next), grid after grid; t_mid = t where the jump has no
+        # midpoint. A batch draws a grid uniformly, then one of its steps uniformly.
+        rows = []
+        for grid in self.grids.values():
+            fine, lows = teacher_grid(grid), [-1] + grid[:-1]
+            rows += [[hi, next((m for m in fine if lo < m < hi), hi), lo] for lo, hi in zip(lows, grid)]
+        self.jumps = torch.tensor(rows, device=self.device)
+        sizes = [len(g) for g in self.grids.values()]
+        self.grid_sizes = torch.tensor(sizes, device=self.device)
+        self.grid_offsets = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))], device=self.device)
         self.step, self.elapsed = 0, 0.0
         if not cfg.resume and (self.out / STATE_NAME).exists():  # never overwrite a run
             raise TrainingError(f"{self.out} already holds a distillation run: pass --resume to continue it or "
                                 f"choose a new --output-dir")
         if cfg.resume and (self.out / STATE_NAME).exists():
             state = load_state(self.out)
-            if state["config"]["model"] != cfg.model or state["config"]["steps"] != cfg.steps:
-                raise TrainingError(f"--resume: {self.out} distils {state['config']['model']} to "
-                                    f"{state['config']['steps']} steps; start a new --output-dir")
+            saved = DistillConfig(model=state["config"]["model"], steps=state["config"]["steps"])
+            if saved.model != cfg.model or saved.step_counts != cfg.step_counts:
+                raise TrainingError(f"--resume: {self.out} distils {saved.model} to {saved.step_counts} steps; "
+                                    f"start a new --output-dir")
             self.student.load_state_dict(state["student"])
             self.ema.model.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -199,7 +216,9 @@ class Distiller:
         g = step_generator(cfg.seed, step, 0)
         idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=g)
         x0 = to_model_range(self.data.images[idx]).to(self.device)
-        jump = self.jumps[torch.randint(0, len(self.grid), (cfg.batch_size,), generator=g).to(self.device)]
+        which = torch.randint(0, len(self.grids), (cfg.batch_size,), generator=g).to(self.device)
+        u = torch.rand(cfg.batch_size, generator=g).to(self.device)
+        jump = self.jumps[self.grid_offsets[which] + (u * self.grid_sizes[which]).long()]
         context = self.data.context[idx].to(self.device)
         distill = self.distill_loss(x0, context, jump, torch.randn(x0.shape, generator=g).to(self.device))
         context = context.clone()
@@ -232,8 +251,10 @@ class Distiller:
         source_record = self.source / TRAINING_NAME
         record = {"command": "python -m diffusion.distill " + " ".join(sys.argv[1:])
                   if Path(sys.argv[0]).name == "distill.py" else None,
-                  "distillation": {"student_steps": self.cfg.steps, "student_grid": self.grid,
-                                   "teacher_grid": teacher_grid(self.grid), "steps": self.step,
+                  "distillation": {"student_steps": self.cfg.step_counts,
+                                   "student_grids": {str(k): g for k, g in self.grids.items()},
+                                   "teacher_grids": {str(k): teacher_grid(g) for k, g in self.grids.items()},
+                                   "steps": self.step,
                                    "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                                    "config": dataclasses.asdict(self.cfg)},
                   "init_from": json.loads(source_record.read_text()) if source_record.exists() else str(self.source)}
@@ -273,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=defaults.model, help="the teacher: a model directory or Hub repo id")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
+    parser.add_argument("--steps", type=int, nargs="+", default=[defaults.steps], metavar="K",
                         help="the student's DDIM steps (on the model's tuned grid for that count, else its spacing); "
-                             "the teacher takes twice as many")
+                             "the teacher takes twice as many. Several counts distil their grids together, each "
+                             "drawn equally often (e.g. 20 50: DDIM 50 keeps its quality while DDIM 20 gains)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="run directory (state, log, model/)")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
@@ -301,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    samplers = " ".join(f"ddim:{k}:0" for k in cfg.step_counts)
     print(f"student written to {model_dir} (evaluate: python -m diffusion.evaluate --model {model_dir} "
-          f"--samplers ddim:{cfg.steps}:0)")
+          f"--samplers {samplers})")
     return 0
 
 

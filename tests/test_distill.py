@@ -84,7 +84,7 @@ def digits_model(tmp_path):
 def fixed_batch_loss(d: Distiller) -> float:
     g = torch.Generator().manual_seed(123)
     x0 = to_model_range(d.data.images[:32])
-    jump = d.jumps[torch.randint(0, len(d.grid), (32,), generator=g)]
+    jump = d.jumps[torch.randint(0, len(d.jumps), (32,), generator=g)]
     with torch.no_grad():
         return float(d.distill_loss(x0, d.data.context[:32], jump, torch.randn(x0.shape, generator=g)))
 
@@ -100,7 +100,7 @@ def test_distilling_on_digits_lowers_the_loss_exports_and_resumes(digits_model, 
     config, student = load_model_dir(out)
     assert config == load_model_dir(digits_model)[0]  # the pipeline settings travel unchanged
     record = json.loads((out / "training.json").read_text())["distillation"]
-    assert record["steps"] == 20 and record["student_steps"] == 5 and len(record["teacher_grid"]) == 10
+    assert record["steps"] == 20 and record["student_steps"] == [5] and len(record["teacher_grids"]["5"]) == 10
     assert len((tmp_path / "run" / "distill_log.jsonl").read_text().splitlines()) == 2
 
     cfg.max_steps, cfg.resume = 24, True
@@ -109,6 +109,32 @@ def test_distilling_on_digits_lowers_the_loss_exports_and_resumes(digits_model, 
     torch.testing.assert_close(resumed.ema.model.state_dict(), student.state_dict())
     resumed.run()
     assert json.loads((out / "training.json").read_text())["distillation"]["steps"] == 24
+
+
+def test_several_step_counts_distil_each_grid_equally_often(digits_model, tmp_path, monkeypatch):
+    """--steps 3 8: the jumps are both grids' steps, and a batch draws each grid about half the time (the 8-step
+    grid's jumps are not drawn 8/11 of the time), each of its steps about equally often."""
+    cfg = DistillConfig(model=str(digits_model), steps=[3, 8], output_dir=str(tmp_path / "run"), max_steps=1,
+                        batch_size=4000, progress=False, precision="fp32")
+    d = Distiller(cfg)
+    assert [len(g) for g in d.grids.values()] == [3, 8] and len(d.jumps) == 11
+    for k, grid in d.grids.items():
+        rows = [r for r in d.jumps.tolist() if r[0] in grid and r[2] in [-1] + grid]
+        assert [r[0] for r in rows] == grid  # one row per student step, t_next the grid's next timestep
+    drawn = []
+    monkeypatch.setattr(d, "distill_loss", lambda x0, context, jump, noise: drawn.append(jump) or torch.zeros(()))
+    monkeypatch.setattr("diffusion.distill.diffusion_loss", 
+                        lambda *a: 0 * sum(p.sum() for p in d.student.parameters()))
+    d.train_step(0)
+    rows = [tuple(r) for r in drawn[0].tolist()]
+    three = {tuple(r) for r in d.jumps[:3].tolist()}
+    share = sum(r in three for r in rows) / len(rows)
+    assert 0.45 < share < 0.55
+    counts = [rows.count(tuple(r)) for r in d.jumps[3:].tolist()]
+    assert min(counts) > 0.6 * (len(rows) - sum(r in three for r in rows)) / 8
+    with pytest.raises(TrainingError, match="distinct step counts"):
+        DistillConfig(model=str(digits_model), steps=[5, 5]).validate()
+    assert main(["--model", str(digits_model), "--steps", "3", "0", "--output-dir", str(tmp_path / "o")]) == 2
 
 
 def test_bad_input_is_a_clear_error(tmp_path, digits_model, capsys):
