@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[defaults.steps], metavar="K",
                         help="the student's DDIM steps (on the model's tuned grid for that count, else its spacing); "
                              "the teacher takes twice as many. Several counts distil their grids together, each "
-                             "drawn equally often (e.g. 20 50: DDIM 50 keeps its quality while DDIM 20 gains)")
+                             "drawn equally often (e.g. 20 50: one student for both samplers)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="run directory (state, log, model/)")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
