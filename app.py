@@ -132,8 +132,10 @@ class Handlers:
         return gr.Slider(value=d.eta if sampler == d.sampler else 0.0)
 
     def load_model(self, model: str):
-        """select_model, and add the model (e.g. a Hub repo id just typed) to the model list."""
-        return (gr.Dropdown(choices=self.registry.names(), value=model.strip()), *self.select_model(model))
+        """select_model, and add the model (e.g. a Hub repo id just typed) to the model list: the list is read after
+        the model has loaded (and so joined the registry); a bad name stops at select_model with its message."""
+        controls = self.select_model(model)
+        return (gr.Dropdown(choices=self.registry.names(), value=model.strip()), *controls)
 
     def generate(self, model: str, sampler: str, steps: int, eta: float, guidance_scale: float, seed: int,
                  random_seed: bool, num_images: int, class_mode: str, class_a: str, class_b: str, mix: float,
@@ -166,7 +168,9 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
     h = Handlers(registry, limits)
     names = registry.names()
     default = registry.default()
-    with gr.Blocks(title="Diffusion Lab") as demo:
+    # Every streamed frame and result file is written into Gradio's cache: files older than an hour are deleted
+    # every 30 minutes (a shared server's disk never fills), while defaults and examples are kept.
+    with gr.Blocks(title="Diffusion Lab", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):

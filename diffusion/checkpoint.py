@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -25,8 +25,10 @@ from .unet import UNet
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TRAINING_NAME = "training.json"  # how the model was trained (written by training, read by the model card)
-HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png", "*.json", "examples/*"]
+# What a model directory holds, and all that is fetched of a Hub repo (fnmatch patterns, as huggingface_hub uses)
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, TRAINING_NAME, "README.md", "evaluation.json", "samples.png", "examples/*.png"]
 MAX_WEIGHTS_BYTES = 1 << 30  # refuse weight files over 1 GiB: far beyond any small-image model
+MAX_HUB_BYTES = MAX_WEIGHTS_BYTES + (64 << 20)  # the weights plus 64 MiB for the card, examples and records
 REPO_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 
 
@@ -81,25 +83,33 @@ def load_model_dir(directory: str | Path, device: str | torch.device = "cpu") ->
     if weights.stat().st_size > MAX_WEIGHTS_BYTES:
         raise CheckpointError(f"{weights}: {weights.stat().st_size / 2**20:.0f} MB, over the {MAX_WEIGHTS_BYTES >> 20} "
                               f"MB this tool loads")
+    # Names and shapes are checked on the file's header against a network built on the meta device (no memory),
+    # before anything is allocated: a config asking for billions of parameters with a small weights file is refused
+    # here, and the network that is built is never larger than the (size-capped) file.
     try:
-        state = load_file(str(weights))
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file, truncated or corrupted ({e})") from e
-    model = UNet(config.unet)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in UNet(config.unet).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{weights}: tensors do not match {CONFIG_NAME}: missing {missing[:5]}"
                               f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
                               f"{'...' if len(unexpected) > 5 else ''}")
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-             for k, v in expected.items() if state[k].shape != v.shape]
+    wrong = [f"{k}: file {shapes[k]} vs config {v}" for k, v in expected.items() if shapes[k] != v]
     if wrong:
         raise CheckpointError(f"{weights}: tensor shapes do not match {CONFIG_NAME}: {'; '.join(wrong[:5])}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights}: not a readable safetensors file, truncated or corrupted ({e})") from e
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{weights}: non-finite values in {bad[:5]}")
+    model = UNet(config.unet)
     model.load_state_dict(state, strict=True)
     return config, model.to(device).eval()
 
@@ -142,17 +152,32 @@ def resolve_model_dir(name_or_path: str | Path, revision: str | None = None, sou
 
 
 def check_hub_size(repo_id: str, revision: str | None = None) -> None:
-    """Refuse a Hub repo whose weights exceed MAX_WEIGHTS_BYTES before downloading anything. Offline (or when the
-    metadata cannot be fetched) this check is skipped: snapshot_download then reads the local cache only."""
+    """Before downloading anything, refuse a Hub repo whose weights exceed MAX_WEIGHTS_BYTES or whose files to fetch
+    (HUB_FILES) exceed MAX_HUB_BYTES together. A repo that does not exist is left to snapshot_download's clear
+    error; a repo whose file sizes cannot be read is refused. Offline this check is skipped: snapshot_download then
+    reads the local cache only."""
     from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
 
     if constants.is_offline_mode():
         return
     try:
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
-    except Exception:  # noqa: BLE001 - errors are reported by snapshot_download, which runs next
-        return
-    for f in info.siblings or []:
-        if f.rfilename == WEIGHTS_NAME and (f.size or 0) > MAX_WEIGHTS_BYTES:
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return  # snapshot_download, which runs next, reports it
+    except Exception as e:  # noqa: BLE001 - network, HTTP or parsing errors alike
+        raise CheckpointError(f"cannot read the file list of {repo_id!r} on the Hugging Face Hub "
+                              f"({e.__class__.__name__})") from e
+    fetched = list(filter_repo_objects(info.siblings or [], allow_patterns=HUB_FILES, key=lambda f: f.rfilename))
+    unknown = [f.rfilename for f in fetched if f.size is None]
+    if unknown:
+        raise CheckpointError(f"{repo_id}: the Hub gives no size for {unknown[:3]}; not downloaded")
+    for f in fetched:
+        if f.rfilename == WEIGHTS_NAME and f.size > MAX_WEIGHTS_BYTES:
             raise CheckpointError(f"{repo_id}: {WEIGHTS_NAME} is {f.size / 2**20:.0f} MB, over the "
                                   f"{MAX_WEIGHTS_BYTES >> 20} MB this tool loads")
+    total = sum(f.size for f in fetched)
+    if total > MAX_HUB_BYTES:
+        raise CheckpointError(f"{repo_id}: the files to download come to {total / 2**20:.0f} MB, over the "
+                              f"{MAX_HUB_BYTES >> 20} MB this tool fetches")

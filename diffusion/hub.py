@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError, is_hub_repo_id, load_model_dir
+from .checkpoint import HUB_FILES, CheckpointError, is_hub_repo_id, load_model_dir
 
 
 def push_model_dir(model_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
@@ -23,5 +23,5 @@ def push_model_dir(model_dir: str | Path, repo_id: str, *, private: bool = False
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), repo_type="model", commit_message=commit_message,
-                      allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png", "*.json", "examples/*"])
+                      allow_patterns=HUB_FILES)  # what resolve_model_dir downloads
     return str(url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +95,9 @@ def get_model(registry: ModelRegistry, name, limits: Limits) -> Pipeline:
 
 
 def hide_paths(message: str) -> str:
-    """Server file paths in an error message reduced to their last two parts (what the user needs to know)."""
-    return re.sub(r"(/[^\s:'\"]+)+", lambda m: "/".join(Path(m.group(0)).parts[-2:]), message)
+    """Absolute server file paths in an error message reduced to their last two parts (what the user needs to know);
+    relative names such as Hub repo ids ('owner/name') are left as they are."""
+    return re.sub(r"(?<![\w.~-])/[^\s:'\"()]+", lambda m: "/".join(Path(m.group(0)).parts[-2:]), message)
 
 
 def resolve_seed(seed, random_seed: bool) -> int:
@@ -157,7 +159,8 @@ def load_upload(path, limits: Limits) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise InputError(f"the upload has too many pixels (decompression bomb guard); at most "
                          f"{limits.max_upload_pixels} pixels") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, IndexError, struct.error) as e:
+        # Pillow's decoders raise any of these for broken files (SyntaxError: e.g. a PNG with a corrupt chunk)
         raise InputError(f"the upload is not an image this app can read (PNG, JPEG, WebP, GIF, BMP): "
                          f"{e.__class__.__name__}") from e
     return image

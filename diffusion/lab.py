@@ -178,10 +178,12 @@ def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_st
                                 ddpm.view(limits.display_size) if ddpm.last else None,
                                 ddim.status(), ddpm.status(), "racing…", ddim.seconds, ddpm.seconds)
     speedup = ddpm.seconds / ddim.seconds
+    verdict = f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
+    path = "a deterministic path (eta = 0)" if eta == 0 else f"a path with some fresh noise (eta = {eta:g})"
     readout = (f"### DDIM took {ddim.seconds:.2f} s for {ddim_steps} steps, DDPM {ddpm.seconds:.2f} s for "
-               f"{ddpm_steps} steps: {speedup:.1f}x faster\n"
+               f"{ddpm_steps} steps: {verdict}\n"
                f"Both started from the same noise x_T (seed {seed}). Each DDIM step jumps over "
-               f"{T / ddim_steps:.0f} of the T = {T} training timesteps along a deterministic path (eta = {eta:g}); "
+               f"{T / ddim_steps:.0f} of the T = {T} training timesteps along {path}; "
                f"DDPM walks {'every one' if ddpm_steps == T else f'{ddpm_steps} respaced ones'} adding fresh noise.")
     strip: list[tuple[np.ndarray, str]] = []
     for s in strip_steps:
@@ -215,7 +217,7 @@ def example_choices(pipe: Pipeline) -> list[str]:
     names = []
     for p in sorted(folder.glob("*.png")):
         k, _, i = p.stem.partition("_")
-        if k.isdigit() and int(k) < len(pipe.class_names):
+        if k.isascii() and k.isdigit() and int(k) < len(pipe.class_names):  # isdigit alone takes '²'; int() does not
             names.append(f"{pipe.class_names[int(k)]} #{i}")
     return names
 
@@ -294,9 +296,10 @@ def evaluation_rows(pipe: Pipeline) -> list[dict]:
         return []
     path = Path(pipe.directory) / "evaluation.json"
     try:
-        evaluation = json.loads(path.read_text())
-        rows = evaluation["rows"]
+        rows = json.loads(path.read_text())["rows"]
     except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(rows, list):
         return []
     out = []
     for r in rows:
@@ -305,7 +308,7 @@ def evaluation_rows(pipe: Pipeline) -> list[dict]:
             out.append({"setting": label, "sampler": r["sampler"].upper(), "steps": int(r["steps"]),
                         "guidance": float(r["guidance_scale"]), "ms per image": 1000 * float(r["seconds_per_image"]),
                         "FD / floor": float(r["fd_ratio"]), "class accuracy": float(r["accuracy"])})
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):  # a malformed row is skipped, not fatal
             continue
     return out
 

@@ -9,6 +9,7 @@ Usage:
 from __future__ import annotations
 
 import math
+import numbers
 import secrets
 import time
 from pathlib import Path
@@ -129,7 +130,9 @@ class Pipeline:
                 labels = labels.tolist()
         if not isinstance(labels, Tensor):
             labels = list(labels)
-            if labels and all(isinstance(v, (int, type(None))) and not isinstance(v, bool) for v in labels):
+            if labels and all(isinstance(v, (numbers.Integral, type(None))) and not isinstance(v, bool)
+                              for v in labels):  # Python or NumPy integers
+                labels = [None if v is None else int(v) for v in labels]
                 bad = [v for v in labels if v is not None and not -1 <= v < K]
                 if bad:
                     raise ValueError(f"class index {bad[0]} out of range: use 0..{K - 1} "

@@ -100,6 +100,24 @@ def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
     assert handlers.sampler_noise("tiny", "dpm++").value == 0.5
 
 
+def test_loading_a_hub_model_adds_it_to_the_model_list(tmp_path, monkeypatch):
+    """Load model with a Hub repo id (the download replaced by the tiny model): the returned model list holds it;
+    no name at all is a clear error."""
+    import huggingface_hub
+    from app import Handlers
+    from diffusion.inputs import InputError
+
+    root = make_checkpoints(tmp_path / "checkpoints")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(root / "tiny"))
+    handlers = Handlers(ModelRegistry(root, precision="fp32"))
+    dropdown, info, *_ = handlers.load_model(" someone/tiny-model ")
+    assert "someone/tiny-model" in [c[0] if isinstance(c, tuple) else c for c in dropdown.choices]
+    assert dropdown.value == "someone/tiny-model" and "3 classes" in info
+    for nothing in (None, "", "  "):
+        with pytest.raises(InputError, match="choose a model"):
+            handlers.load_model(nothing)
+
+
 BAD_GENERATE = [
     (dict(steps=0), "steps must be an integer from 1 to 50|less than minimum"),
     (dict(steps=10**9), "greater than maximum"),

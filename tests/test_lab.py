@@ -1,5 +1,7 @@
 """The app's handler functions, called directly: shapes, determinism, timings, bad input."""
 
+import io
+import json
 import math
 
 import numpy as np
@@ -85,6 +87,15 @@ def test_compare_races_from_the_same_noise(registry, outputs):
     assert np.array_equal(last.strip[0][0], grid_array(again, Limits().display_size // 2))
 
 
+def test_compare_readout_when_ddim_is_the_slower_one(registry):
+    """DDPM with 1 step against DDIM with 20 and eta 0.5: the readout says slower, and no deterministic path."""
+    last = list(lab.compare_stream(registry, "tiny", 1, 20, 0.5, 1.0, 3, False, 1, "class", "class 0", "class 1",
+                                   0.5))[-1]
+    assert last.ddim_seconds > last.ddpm_seconds
+    assert f"{last.ddim_seconds / last.ddpm_seconds:.1f}x slower" in last.readout and "faster" not in last.readout
+    assert "fresh noise (eta = 0.5)" in last.readout and "deterministic" not in last.readout
+
+
 def test_forward_process(registry, outputs):
     pipe = registry.get("tiny")
     examples = lab.example_choices(pipe)
@@ -144,15 +155,37 @@ def test_work_cap(registry, outputs):
     assert last.final is not None  # without guidance the same request is half the work
 
 
+def png_with_a_broken_chunk() -> bytes:
+    """A real PNG of noise whose IDAT length is off: decoding runs past the image data into bytes it reads as a
+    chunk with a garbage type, and Pillow raises SyntaxError ("broken PNG file"), not OSError."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[data.find(b"IDAT") - 1] ^= 0x55  # the low byte of the IDAT chunk's length
+    with pytest.raises(SyntaxError):
+        Image.open(io.BytesIO(bytes(data))).load()
+    return bytes(data)
+
+
 @pytest.mark.parametrize("content, message", [
     (b"not an image at all", "not an image"),
     (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not an image"),
+    (png_with_a_broken_chunk, "not an image"),
 ])
 def test_bad_uploads(registry, outputs, tmp_path, content, message):
     path = tmp_path / "upload.png"
-    path.write_bytes(content)
+    path.write_bytes(content() if callable(content) else content)
     with pytest.raises(InputError, match=message):
         lab.forward_process(registry, outputs, "tiny", None, str(path), 10, 0)
+
+
+def test_error_messages_hide_server_paths_but_not_repo_ids():
+    from diffusion.inputs import hide_paths
+
+    assert hide_paths("/srv/app/checkpoints/m/config.json: missing") == "m/config.json: missing"
+    assert hide_paths("'/home/u/.cache/x/model.safetensors' is truncated") == "'x/model.safetensors' is truncated"
+    for kept in ("cannot download 'me/does-not-exist' from the Hub", "a Hub repo id (owner/name)", "runs/x/model"):
+        assert hide_paths(kept) == kept
 
 
 def test_oversized_upload(registry, outputs, tmp_path):
@@ -168,6 +201,29 @@ def test_model_info(registry, outputs):
     pipe = registry.get("tiny")
     assert "3 classes" in lab.model_summary(pipe)
     assert lab.evaluation_rows(pipe) == []
+
+
+GOOD_ROW = dict(sampler="ddim", steps=20, eta=0.0, guidance_scale=1.25, seconds_per_image=0.02, fd_ratio=1.7,
+                accuracy=0.95)
+
+
+@pytest.mark.parametrize("evaluation, rows", [
+    ({"rows": None}, 0), ({"rows": 5}, 0), ({"rows": "ddim"}, 0), ([1, 2], 0),
+    ({"rows": [{**GOOD_ROW, "sampler": 1}, GOOD_ROW, None, {**GOOD_ROW, "steps": "many"}]}, 1),
+])
+def test_a_malformed_evaluation_file_leaves_the_model_usable(checkpoints, evaluation, rows):
+    (checkpoints / "tiny" / "evaluation.json").write_text(json.dumps(evaluation))
+    registry = ModelRegistry(checkpoints, precision="fp32")
+    pipe = registry.get("tiny")
+    assert len(lab.evaluation_rows(pipe)) == rows  # malformed rows skipped, the good one kept
+
+
+def test_example_files_with_odd_names_are_skipped(checkpoints):
+    examples = checkpoints / "tiny" / "examples"
+    for odd in ("\u00b2_1.png", "x_1.png", "7_1.png", "_1.png"):  # superscript two, no class, class out of range
+        Image.new("L", (8, 8)).save(examples / odd)
+    pipe = ModelRegistry(checkpoints, precision="fp32").get("tiny")
+    assert len(lab.example_choices(pipe)) == 6  # the six real ones only
 
 
 def test_a_broken_model_directory_does_not_stop_the_app(checkpoints):

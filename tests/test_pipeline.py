@@ -41,6 +41,8 @@ def test_same_noise_for_ddpm_and_ddim(tiny_model_dir):
 def test_labels_and_context_vectors(tiny_model_dir):
     pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
     torch.testing.assert_close(pipe.context([2, None, -1]), torch.tensor([[0, 0, 1.0], [0, 0, 0], [0, 0, 0]]))
+    torch.testing.assert_close(pipe.context(np.array([2, 0])), pipe.context([2, 0]))  # NumPy integers are indices
+    torch.testing.assert_close(pipe.context([np.int64(1)]), pipe.context([1]))
     by_index = pipe.generate([1], seed=0)
     by_vector = pipe.generate([[0.0, 1.0, 0.0]], seed=0)
     assert torch.equal(by_index, by_vector)  # a one-hot context is the class index
@@ -295,6 +297,75 @@ def test_bad_checkpoints_are_refused_with_the_file_named(tiny_model_dir, how, fi
     with pytest.raises(CheckpointError, match=message) as info:
         load_model_dir(tiny_model_dir)
     assert file in str(info.value)
+
+
+def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_allocated(tiny_model_dir, monkeypatch):
+    """The widest, deepest network the config bounds allow (about 4 G parameters, 16 GB) with the tiny model's
+    weights: refused on the file's header against a network built on the meta device, never on the CPU."""
+    import diffusion.checkpoint as checkpoint
+
+    data = json.loads((tiny_model_dir / "config.json").read_text())
+    data["unet"].update(base_channels=256, channel_mult=[1, 2, 4, 4, 4, 4], num_res_blocks=4)
+    (tiny_model_dir / "config.json").write_text(json.dumps(data))
+    built_on = []
+
+    def spy(config):
+        built_on.append(torch.empty(0).device.type)  # the default device where the network is built
+        assert built_on[-1] == "meta", "the network was built in memory before its weights were checked"
+        return UNet(config)
+
+    monkeypatch.setattr(checkpoint, "UNet", spy)
+    with torch.device("meta"):
+        params = sum(p.numel() for p in UNet(checkpoint.load_config(tiny_model_dir).unet).parameters())
+    assert params > 5e8
+    with pytest.raises(CheckpointError, match="do not match config.json"):
+        load_model_dir(tiny_model_dir)
+    assert built_on == ["meta"]
+
+
+def hub_files(*files):
+    """A model_info answer: siblings with these (name, size) pairs."""
+    from huggingface_hub.hf_api import RepoSibling
+    from types import SimpleNamespace
+
+    return SimpleNamespace(siblings=[RepoSibling(rfilename=name, size=size) for name, size in files])
+
+
+@pytest.mark.parametrize("files, message", [
+    ([("config.json", 900), ("model.safetensors", 2 << 30)], "model.safetensors is 2048 MB"),
+    ([("model.safetensors", 900 << 20)] + [(f"examples/{k}_0.png", 40 << 20) for k in range(5)],
+     "come to 1100 MB"),
+    ([("model.safetensors", 1 << 20), ("examples/0_0.png", None)], "gives no size"),
+    ([("model.safetensors", 1 << 20), ("data/dump.json", 70 << 30), ("big.bin", 9 << 30)], None),  # not fetched
+])
+def test_hub_repos_too_large_to_fetch_are_refused_before_downloading(files, message, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from diffusion.checkpoint import check_hub_size
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: hub_files(*files))
+    if message is None:
+        check_hub_size("someone/model")
+    else:
+        with pytest.raises(CheckpointError, match=message):
+            check_hub_size("someone/model")
+
+
+def test_a_hub_repo_whose_file_list_cannot_be_read_is_refused(monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from diffusion.checkpoint import check_hub_size
+
+    def unreachable(self, *a, **k):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    with pytest.raises(CheckpointError, match="cannot read the file list of 'someone/model'.*ConnectionError"):
+        check_hub_size("someone/model")
 
 
 @pytest.mark.parametrize("name", ["../etc/passwd", "https://evil.example/x", "a/b/c", "owner/..", "", " ", "/abs/path"])
