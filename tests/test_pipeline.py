@@ -300,7 +300,7 @@ def test_bad_checkpoints_are_refused_with_the_file_named(tiny_model_dir, how, fi
 
 
 def test_a_config_asking_for_a_huge_network_is_refused_before_anything_is_allocated(tiny_model_dir, monkeypatch):
-    """The widest, deepest network the config bounds allow (about 4 G parameters, 16 GB) with the tiny model's
+    """A very wide, deep network within the config bounds (1.2 G parameters, 4.7 GB in fp32) with the tiny model's
     weights: refused on the file's header against a network built on the meta device, never on the CPU."""
     import diffusion.checkpoint as checkpoint
 
