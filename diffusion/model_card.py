@@ -48,13 +48,21 @@ def training_lines(training: dict) -> list[str]:
     lines = []
     if isinstance(training.get("init_from"), dict):
         lines += training_lines(training["init_from"]) + ["", "Then, starting from those weights:", ""]
-    val = training.get("val_loss")
-    lines += [f"Command: `{training.get('command', '?')}`", "",
-              f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
-              f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
-              f"{training.get('hardware', '?')}; validation loss at the end "
-              f"{'n/a' if val is None else f'{val:.4f}'}"
-              + {True: "; random horizontal flips.", False: "; no flips."}.get(training.get("horizontal_flips"), ".")]
+    lines.append(f"Command: `{training.get('command', '?')}`")
+    distilled = training.get("distillation")
+    if isinstance(distilled, dict):  # a diffusion.distill record
+        steps = " and ".join(str(k) for k in distilled.get("student_steps", [])) or "?"
+        lines += ["", f"Progressive distillation (Salimans & Ho 2022) for DDIM {steps} steps, one student step "
+                  f"learning two teacher steps: {distilled.get('steps', '?')} steps of batch "
+                  f"{distilled.get('config', {}).get('batch_size', '?')} in {distilled.get('wall_time_min', 0):.0f} "
+                  f"minutes on {distilled.get('hardware', '?')}."]
+    else:
+        val = training.get("val_loss")
+        flips = {True: "; random horizontal flips.", False: "; no flips."}.get(training.get("horizontal_flips"), ".")
+        lines += ["", f"{training.get('steps', '?')} steps ({training.get('epochs', 0):.1f} epochs) of batch "
+                      f"{training.get('batch_size', '?')} in {training.get('wall_time_min', 0):.0f} minutes on "
+                      f"{training.get('hardware', '?')}; validation loss at the end "
+                      f"{'n/a' if val is None else f'{val:.4f}'}{flips}"]
     if training.get("wall_time_note"):
         lines += ["", f"({training['wall_time_note']})"]
     return lines

@@ -11,6 +11,7 @@ import torch
 from diffusion.checkpoint import load_model_dir, save_model_dir
 from diffusion.data import to_model_range
 from diffusion.distill import DistillConfig, Distiller, distillation_target, main, teacher_grid
+from diffusion.model_card import model_card
 from diffusion.samplers import ddim_plan, iter_sample
 from diffusion.schedules import NoiseSchedule, broadcast
 from diffusion.training import TrainingError
@@ -109,6 +110,9 @@ def test_distilling_on_digits_lowers_the_loss_exports_and_resumes(digits_model, 
     torch.testing.assert_close(resumed.ema.model.state_dict(), student.state_dict())
     resumed.run()
     assert json.loads((out / "training.json").read_text())["distillation"]["steps"] == 24
+    card = model_card(out)  # the card says how the student was made, not "? steps in 0 minutes"
+    assert "Progressive distillation" in card and "DDIM 5 steps" in card and "24 steps of batch 16" in card
+    assert "? steps" not in card
 
 
 def test_several_step_counts_distil_each_grid_equally_often(digits_model, tmp_path, monkeypatch):
