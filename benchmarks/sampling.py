@@ -27,12 +27,6 @@ from diffusion import Pipeline  # noqa: E402
 from diffusion import guidance  # noqa: E402
 
 
-def forward_flops(model, x, t, context) -> int:
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(x, t, context)
-    return counter.get_total_flops()
-
-
 def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[float, int]:
     """diffusers' UNet2DModel + DDIMScheduler loop as a user runs it (torch.no_grad), random weights (speed only)."""
     from diffusers import DDIMScheduler
@@ -80,9 +74,7 @@ def main() -> None:
         print(f"torch.compile: compiled in {pipe.warm_up():.0f} s (once per process, not in the timings below)")
     d = pipe.config.sampling
     w = d.guidance_scale
-    C, H, W = pipe.image_shape
-    flops_per_image = forward_flops(pipe.model, torch.zeros(1, C, H, W), torch.tensor([10]),
-                                    torch.zeros(1, pipe.config.num_classes))
+    flops_per_image = pipe.flops_per_image
     precision = "bf16" if pipe.autocast_dtype is not None else "fp32"
     where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
     print(f"model: {args.model}, {precision}, guidance {w:g} {where} (2 passes per guided step, batched), "

@@ -37,7 +37,9 @@ class Limits:
 
     max_images: int = 16
     max_compare_images: int = 4
-    max_work: int = 16_000  # network passes over one image per request: images x steps (x 2 with guidance)
+    # network FLOPs per request: images x steps x passes (2 when guided) x FLOPs per pass. 16,000 image-passes of the
+    # shipped 0.52-GFLOP network; a bigger network (e.g. from the Hub) gets proportionally fewer
+    max_tflop: float = 8.3
     max_upload_bytes: int = 10 * 2**20
     max_upload_pixels: int = 4096 * 4096
     max_hub_id_length: int = 96
@@ -132,13 +134,17 @@ def check_sampling(pipe: Pipeline, sampler, steps, eta, guidance_scale) -> tuple
             check_float("eta", eta, 0.0, 1.0), check_float("guidance scale", guidance_scale, 0.0, 20.0))
 
 
-def check_work(images: int, steps: int, guidance_scale: float, limits: Limits) -> None:
-    """Work = network passes over one image: images x steps, twice with guidance (conditional + unconditional)."""
+def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, limits: Limits) -> None:
+    """Work = network FLOPs: images x steps x FLOPs per pass, twice with guidance (conditional + unconditional)."""
     passes = 2 if is_guided(guidance_scale) else 1  # an upper bound when the model guides over an interval
-    if images * steps * passes > limits.max_work:
-        raise InputError(f"{images} images x {steps} steps{' x 2 (guidance)' if passes == 2 else ''} is too much work "
-                         f"for this server: keep it at or below {limits.max_work} (fewer images, or DDIM with fewer "
-                         f"steps)")
+    flops = images * steps * passes * pipe.flops_per_image
+    if flops > limits.max_tflop * 1e12:
+        most = int(limits.max_tflop * 1e12 // (images * passes * pipe.flops_per_image))
+        raise InputError(f"{images} images x {steps} steps{' x 2 (guidance)' if passes == 2 else ''} x "
+                         f"{pipe.flops_per_image / 1e9:.2g} GFLOP per image pass = {flops / 1e12:.3g} TFLOP is too "
+                         f"much work for this server: keep it at or below {limits.max_tflop:g} TFLOP (with this model, "
+                         f"at most {most} steps for {images} image{'s' if images > 1 else ''}; fewer images, or DDIM "
+                         f"with fewer steps)")
 
 
 def load_upload(path, limits: Limits) -> Image.Image:

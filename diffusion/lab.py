@@ -60,7 +60,7 @@ def generate_stream(registry: ModelRegistry, outputs: OutputFiles, model: str, s
     pipe = get_model(registry, model, limits)
     sampler, steps, eta, guidance_scale = check_sampling(pipe, sampler, steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_images)
-    check_work(n, steps, guidance_scale, limits)
+    check_work(pipe, n, steps, guidance_scale, limits)
     context = class_context(pipe, class_mode, class_a, class_b, mix)
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
@@ -155,7 +155,7 @@ def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_st
     _, ddim_steps, eta, guidance_scale = check_sampling(pipe, "ddim", ddim_steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_compare_images)
     strip_steps = [s for s in STRIP_STEPS if s <= T]
-    check_work(n, ddpm_steps + ddim_steps + sum(strip_steps), guidance_scale, limits)
+    check_work(pipe, n, ddpm_steps + ddim_steps + sum(strip_steps), guidance_scale, limits)
     context = class_context(pipe, class_mode, class_a, class_b, mix)
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None

@@ -8,6 +8,7 @@ Usage:
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import secrets
@@ -23,7 +24,7 @@ from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
 from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
 from .schedules import NoiseSchedule
-from .unet import UNet
+from .unet import UNet, forward_flops
 
 Precision = Literal["auto", "fp32", "bf16"]
 Labels = Sequence[int | None] | Sequence[Sequence[float]] | Tensor
@@ -117,6 +118,12 @@ class Pipeline:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.config.image_shape
+
+    @functools.cached_property
+    def flops_per_image(self) -> int:
+        """FLOPs of one network pass over one image (a guided step makes two): what a request costs is this times
+        images x steps x passes, whatever the network's size."""
+        return forward_flops(self.config.unet)
 
     def context(self, labels: Labels) -> Tensor:
         """Class indices (None or -1 = no class) or (N, K) context vectors -> (N, K) float32 context."""

@@ -144,14 +144,14 @@ def test_bad_input_gets_a_clear_error(registry, outputs, bad, message):
 
 
 def test_work_cap(registry, outputs):
+    flops = registry.get("tiny").flops_per_image
+    limits = lambda passes: Limits(max_tflop=passes * flops / 1e12)  # noqa: E731 - a cap of this many image passes
+    args = {**GOOD, "steps": 50, "num_images": 16}  # 800 image passes unguided, 1600 guided
     with pytest.raises(InputError, match="too much work"):
-        list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16},
-                                 limits=Limits(max_work=100)))
-    with pytest.raises(InputError, match=r"x 2 \(guidance\)"):
-        list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16},
-                                 limits=Limits(max_work=1000)))
-    last = list(lab.generate_stream(registry, outputs, **{**GOOD, "steps": 50, "num_images": 16,
-                                                          "guidance_scale": 1.0}, limits=Limits(max_work=1000)))[-1]
+        list(lab.generate_stream(registry, outputs, **args, limits=limits(100)))
+    with pytest.raises(InputError, match=r"x 2 \(guidance\) x .* at most 31 steps for 16 images"):
+        list(lab.generate_stream(registry, outputs, **args, limits=limits(1000)))
+    last = list(lab.generate_stream(registry, outputs, **{**args, "guidance_scale": 1.0}, limits=limits(1000)))[-1]
     assert last.final is not None  # without guidance the same request is half the work
 
 

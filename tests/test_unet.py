@@ -5,13 +5,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion.unet import SubpixelUpsample, UNet, UNetConfig, timestep_embedding
+from diffusion.unet import SubpixelUpsample, UNet, UNetConfig, forward_flops, timestep_embedding
 
 from .conftest import randomised
 
 
-def small(image_size=16, channels=1, num_classes=3, patch_size=1, **kw):
-    return UNetConfig(image_size=image_size, in_channels=channels, num_classes=num_classes, base_channels=8,
+def small(image_size=16, channels=1, num_classes=3, patch_size=1, base_channels=8, **kw):
+    return UNetConfig(image_size=image_size, in_channels=channels, num_classes=num_classes, base_channels=base_channels,
                       channel_mult=[1, 2, 2], num_res_blocks=1, patch_size=patch_size, norm_groups=4, **kw)
 
 
@@ -112,12 +112,20 @@ def test_subpixel_upsample_is_a_conv_at_low_resolution_then_a_pixel_shuffle():
     assert up(x, (8, 8)).shape == (2, 3, 8, 8)
 
 
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_forward_flops_on_meta_match_a_real_forward(num_classes):
+    config = small(num_classes=num_classes, attention_levels=[1])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        UNet(config)(torch.randn(1, 1, 16, 16), torch.tensor([3]), torch.zeros(1, 3) if num_classes else None)
+    assert forward_flops(config) == counter.get_total_flops() > 0
+    # convolutions dominate: twice the width is close to four times the FLOPs
+    assert 3.5 < forward_flops(small(num_classes=num_classes, attention_levels=[1], base_channels=16)) / \
+        forward_flops(config) <= 4.0
+
+
 def test_subpixel_decoder_costs_fewer_flops_for_the_same_levels():
     def flops(upsample):
-        net = UNet(UNetConfig(image_size=28, base_channels=32, channel_mult=[1, 2], norm_groups=8,
-                              patch_size=2, upsample=upsample))
-        with FlopCounterMode(display=False) as counter:
-            net(torch.randn(1, 1, 28, 28), torch.tensor([3]), torch.zeros(1, 10))
-        return counter.get_total_flops()
+        return forward_flops(UNetConfig(image_size=28, base_channels=32, channel_mult=[1, 2], norm_groups=8,
+                                        patch_size=2, upsample=upsample))
 
     assert flops("subpixel") < 0.95 * flops("nearest_conv")
