@@ -37,9 +37,9 @@ class Limits:
 
     max_images: int = 16
     max_compare_images: int = 4
-    # network FLOPs per request: images x steps x passes (2 when guided) x FLOPs per pass. 16,000 image-passes of the
-    # shipped 0.52-GFLOP network; a bigger network (e.g. from the Hub) gets proportionally fewer
-    max_tflop: float = 8.3
+    # network FLOPs per request: images x steps x passes (2 when guided) x FLOPs per pass. About 16,200 image-passes of
+    # the shipped 0.52-GFLOP network (16 guided images x 500 steps fit); a bigger network gets proportionally fewer
+    max_tflop: float = 8.4
     max_upload_bytes: int = 10 * 2**20
     max_upload_pixels: int = 4096 * 4096
     max_hub_id_length: int = 96

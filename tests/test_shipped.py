@@ -8,6 +8,7 @@ import pytest
 
 from diffusion import Pipeline
 from diffusion.classifier import load_classifier
+from diffusion.inputs import InputError, Limits, check_work
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/config.json"))
@@ -15,6 +16,13 @@ MODELS = sorted(p.parent for p in (ROOT / "checkpoints").glob("*/config.json"))
 
 def test_a_default_model_ships():
     assert (ROOT / "checkpoints" / "fashion-mnist" / "config.json").exists()
+
+
+def test_the_work_cap_admits_a_full_guided_grid_of_the_default_model():
+    pipe = Pipeline.from_pretrained(ROOT / "checkpoints" / "fashion-mnist")
+    check_work(pipe, Limits().max_images, 500, 2.0, Limits())  # 16 images x 500 guided steps
+    with pytest.raises(InputError, match="at most 505 steps for 16 images"):
+        check_work(pipe, Limits().max_images, 1000, 2.0, Limits())
 
 
 @pytest.mark.parametrize("directory", MODELS, ids=[p.name for p in MODELS])
