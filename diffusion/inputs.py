@@ -134,17 +134,35 @@ def check_sampling(pipe: Pipeline, sampler, steps, eta, guidance_scale) -> tuple
             check_float("eta", eta, 0.0, 1.0), check_float("guidance scale", guidance_scale, 0.0, 20.0))
 
 
-def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, limits: Limits) -> None:
-    """Work = network FLOPs: images x steps x FLOPs per pass, twice with guidance (conditional + unconditional)."""
-    passes = 2 if is_guided(guidance_scale) else 1  # an upper bound when the model guides over an interval
-    flops = images * steps * passes * pipe.flops_per_image
-    if flops > limits.max_tflop * 1e12:
-        most = int(limits.max_tflop * 1e12 // (images * passes * pipe.flops_per_image))
-        raise InputError(f"{images} images x {steps} steps{' x 2 (guidance)' if passes == 2 else ''} x "
-                         f"{pipe.flops_per_image / 1e9:.2g} GFLOP per image pass = {flops / 1e12:.3g} TFLOP is too "
-                         f"much work for this server: keep it at or below {limits.max_tflop:g} TFLOP (with this model, "
-                         f"at most {most} steps for {images} image{'s' if images > 1 else ''}; fewer images, or DDIM "
-                         f"with fewer steps)")
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, limits: Limits, *,
+               fixed_steps: int = 0, fixed_name: str = "", steps_name: str = "step") -> None:
+    """Work = network FLOPs: images x steps x FLOPs per pass, twice per step when a class-conditional model guides
+    (conditional + unconditional). `fixed_steps` are steps the request adds that the user does not set (the
+    comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them."""
+    passes = 2 if pipe.config.num_classes and is_guided(guidance_scale) else 1  # an upper bound with an interval
+    cap = limits.max_tflop * 1e12
+    guided = " x 2 (guidance)" if passes == 2 else ""
+    if passes * pipe.flops_per_image > cap:
+        raise InputError(f"this model is too large for this server: one step over one image{guided} is "
+                         f"{passes * pipe.flops_per_image / 1e12:,.1f} TFLOP, over the cap of {limits.max_tflop:g} "
+                         f"TFLOP per request")
+    per_step = images * passes * pipe.flops_per_image  # one step over the whole batch
+    flops = (steps + fixed_steps) * per_step
+    if flops <= cap:
+        return
+    counted = (f"({plural(steps, steps_name)} + {fixed_steps} for {fixed_name})" if fixed_steps
+               else plural(steps, steps_name))
+    most = int(cap // per_step) - fixed_steps
+    advice = (f"with this model, at most {plural(most, steps_name)} for {plural(images, 'image')}" if most >= 1
+              else f"with this model, {plural(images, 'image')} leave no room for even one {steps_name}")
+    raise InputError(f"{plural(images, 'image')} x {counted}{guided} x "
+                     f"{pipe.flops_per_image / 1e9:,.3f} GFLOP per image pass = {flops / 1e12:,.3f} TFLOP is too "
+                     f"much work for this server: keep it at or below {limits.max_tflop:g} TFLOP ({advice}; fewer "
+                     f"images, or fewer steps)")
 
 
 def load_upload(path, limits: Limits) -> Image.Image:

@@ -155,7 +155,8 @@ def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_st
     _, ddim_steps, eta, guidance_scale = check_sampling(pipe, "ddim", ddim_steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_compare_images)
     strip_steps = [s for s in STRIP_STEPS if s <= T]
-    check_work(pipe, n, ddpm_steps + ddim_steps + sum(strip_steps), guidance_scale, limits)
+    check_work(pipe, n, ddpm_steps + ddim_steps, guidance_scale, limits, fixed_steps=sum(strip_steps),
+               fixed_name="the DDIM strip", steps_name="DDPM + DDIM step")
     context = class_context(pipe, class_mode, class_a, class_b, mix)
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
@@ -247,6 +248,7 @@ def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, e
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for a real image, the model's one-step predictions of
     x0 and eps from x_t (with the image's class when known), and a GIF of the whole forward process."""
     pipe = get_model(registry, model, limits)
+    check_work(pipe, 1, 1, 1.0, limits)  # one unguided pass over one image
     T = pipe.config.num_timesteps
     t = check_int("noise level t", t, 0, T - 1)
     seed = check_int("seed", seed, 0, SEED_MAX)

@@ -122,7 +122,8 @@ class Pipeline:
     @functools.cached_property
     def flops_per_image(self) -> int:
         """FLOPs of one network pass over one image (a guided step makes two): what a request costs is this times
-        images x steps x passes, whatever the network's size."""
+        images x steps x passes, whatever the network's size. Counted at the first call; FlopCounterMode hooks every
+        module's forward while it counts (global hooks), so the app counts inside its one sampling slot."""
         return forward_flops(self.config.unet)
 
     def context(self, labels: Labels) -> Tensor:

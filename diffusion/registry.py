@@ -101,5 +101,4 @@ class ModelRegistry:
                 logging.getLogger(__name__).warning("torch.compile failed for %s; serving it uncompiled", name,
                                                     exc_info=True)
                 pipe.use_eager()
-        _ = pipe.flops_per_image  # counted here, with the load, rather than in the request that checks the work cap
         return pipe

@@ -10,8 +10,12 @@ from PIL import Image
 
 from diffusion import lab
 from diffusion.images import OutputFiles, grid_array
-from diffusion.inputs import InputError, Limits, class_context
+from diffusion.inputs import InputError, Limits, check_work, class_context
+from diffusion.pipeline import Pipeline
 from diffusion.registry import ModelRegistry
+from diffusion.unet import UNet
+
+from .conftest import tiny_config
 
 GOOD = dict(model="tiny", sampler="ddim", steps=5, eta=0.0, guidance_scale=2.0, seed=1, random_seed=False,
             num_images=4, class_mode="class", class_a="class 1", class_b="class 2", mix=0.5)
@@ -153,6 +157,33 @@ def test_work_cap(registry, outputs):
         list(lab.generate_stream(registry, outputs, **args, limits=limits(1000)))
     last = list(lab.generate_stream(registry, outputs, **{**args, "guidance_scale": 1.0}, limits=limits(1000)))[-1]
     assert last.final is not None  # without guidance the same request is half the work
+    # an unconditional model makes one pass per step at any guidance scale
+    config = tiny_config(num_classes=0)
+    unconditional = Pipeline(UNet(config.unet), config)
+    cap = Limits(max_tflop=800 * unconditional.flops_per_image / 1e12)
+    check_work(unconditional, 16, 50, 2.0, cap)
+    with pytest.raises(InputError, match=r"16 images x 51 steps x 0\.\d+ GFLOP .* at most 50 steps for 16 images"):
+        check_work(unconditional, 16, 51, 2.0, cap)
+
+
+def test_work_cap_counts_the_comparison_strip_apart(registry):
+    flops = registry.get("tiny").flops_per_image
+    # 2 images x (50 + 5 chosen + 85 in the strip of DDIM 5, 10, 20, 50) steps x 2 (guidance) = 560 image passes
+    args = ("tiny", 50, 5, 0.0, 2.0, 3, False, 2, "class", "class 0", "class 1", 0.5)
+    with pytest.raises(InputError, match=r"2 images x \(55 DDPM \+ DDIM steps \+ 85 for the DDIM strip\) x 2 "
+                                         r"\(guidance\) .* at most 15 DDPM \+ DDIM steps for 2 images"):
+        list(lab.compare_stream(registry, *args, limits=Limits(max_tflop=400 * flops / 1e12)))
+    with pytest.raises(InputError, match="2 images leave no room for even one DDPM"):
+        list(lab.compare_stream(registry, *args, limits=Limits(max_tflop=300 * flops / 1e12)))
+    assert list(lab.compare_stream(registry, *args, limits=Limits(max_tflop=560 * flops / 1e12)))[-1].strip
+
+
+def test_a_model_too_large_for_the_cap_is_refused_with_a_reason(registry, outputs):
+    limits = Limits(max_tflop=0.5 * registry.get("tiny").flops_per_image / 1e12)
+    with pytest.raises(InputError, match="this model is too large for this server: one step over one image is"):
+        lab.forward_process(registry, outputs, "tiny", "class 0 #0", None, 10, 0, limits=limits)
+    with pytest.raises(InputError, match=r"too large for this server: one step over one image x 2 \(guidance\) is"):
+        list(lab.generate_stream(registry, outputs, **{**GOOD, "num_images": 1}, limits=limits))
 
 
 def png_with_a_broken_chunk() -> bytes:

@@ -112,15 +112,17 @@ def test_subpixel_upsample_is_a_conv_at_low_resolution_then_a_pixel_shuffle():
     assert up(x, (8, 8)).shape == (2, 3, 8, 8)
 
 
-@pytest.mark.parametrize("num_classes", [0, 3])
-def test_forward_flops_on_meta_match_a_real_forward(num_classes):
-    config = small(num_classes=num_classes, attention_levels=[1])
+@pytest.mark.parametrize("num_classes, channels, patch_size, upsample",
+                         [(0, 1, 1, "nearest_conv"), (3, 3, 2, "subpixel")])  # the second: the shipped model's stem
+def test_forward_flops_on_meta_match_a_real_forward(num_classes, channels, patch_size, upsample):
+    kw = dict(num_classes=num_classes, channels=channels, patch_size=patch_size, upsample=upsample,
+              attention_levels=[1])
+    config = small(**kw)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        UNet(config)(torch.randn(1, 1, 16, 16), torch.tensor([3]), torch.zeros(1, 3) if num_classes else None)
+        UNet(config)(torch.randn(1, channels, 16, 16), torch.tensor([3]), torch.zeros(1, 3) if num_classes else None)
     assert forward_flops(config) == counter.get_total_flops() > 0
     # convolutions dominate: twice the width is close to four times the FLOPs
-    assert 3.5 < forward_flops(small(num_classes=num_classes, attention_levels=[1], base_channels=16)) / \
-        forward_flops(config) <= 4.0
+    assert 3.5 < forward_flops(small(**kw, base_channels=16)) / forward_flops(config) <= 4.0
 
 
 def test_subpixel_decoder_costs_fewer_flops_for_the_same_levels():
