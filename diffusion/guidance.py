@@ -26,9 +26,10 @@ from .samplers import Denoiser, ReversePlan
 from .schedules import NoiseSchedule, PredictionType
 
 
-def is_guided(guidance_scale: float) -> bool:
-    """w = 1 (conditional) and w = 0 (unconditional) need one network pass; any other w mixes two."""
-    return guidance_scale not in (0.0, 1.0)
+def is_guided(guidance_scale: float, conditional: bool = True) -> bool:
+    """w = 1 (conditional) and w = 0 (unconditional) need one network pass; any other w mixes two. An unconditional
+    model has nothing to guide towards: one pass at any w."""
+    return conditional and guidance_scale not in (0.0, 1.0)
 
 
 def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval: tuple[int, int] | None) -> int:
@@ -50,7 +51,7 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
     t_lo, t_hi = guidance_interval if guidance_interval is not None else (0, schedule.num_timesteps - 1)
-    guided = context is not None and is_guided(guidance_scale)
+    guided = is_guided(guidance_scale, conditional=context is not None)
     if context is not None and guidance_scale == 0.0:
         context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
     if guided:

@@ -143,7 +143,8 @@ def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, l
     """Work = network FLOPs: images x steps x FLOPs per pass, twice per step when a class-conditional model guides
     (conditional + unconditional). `fixed_steps` are steps the request adds that the user does not set (the
     comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them."""
-    passes = 2 if pipe.config.num_classes and is_guided(guidance_scale) else 1  # an upper bound with an interval
+    # an upper bound when the model guides over an interval only
+    passes = 2 if is_guided(guidance_scale, conditional=pipe.config.num_classes > 0) else 1
     cap = limits.max_tflop * 1e12
     guided = " x 2 (guidance)" if passes == 2 else ""
     if passes * pipe.flops_per_image > cap:

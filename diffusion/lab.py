@@ -25,7 +25,7 @@ from .evaluate import SamplerSetting
 from .guidance import make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
 from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
-                     load_upload, resolve_seed, show)
+                     load_upload, plural, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
 from .registry import ModelRegistry
 from .samplers import StepInfo
@@ -89,7 +89,7 @@ def generate_stream(registry: ModelRegistry, outputs: OutputFiles, model: str, s
     png = save_png(Image.fromarray(final), outputs.path("samples", ".png"))
     gif = save_gif(frames, outputs.path("denoising", ".gif"))
     yield GenerateUpdate(live,
-                         f"**{sampler.upper()} · {steps} steps · {n} image{'s' if n > 1 else ''}** in "
+                         f"**{sampler.upper()} · {steps} steps · {plural(n, 'image')}** in "
                          f"{elapsed:.2f} s ({steps / elapsed:.1f} steps/s) · seed {seed}", seed, final,
                          str(png), str(gif))
 
