@@ -49,7 +49,8 @@ HELP = {
     "dropout": "dropout inside residual blocks",
     "norm_groups": "GroupNorm groups",
     "ema_decay": "decay of the exponential moving average of the weights (the exported model)",
-    "precision": "fp32, or bf16 autocast (faster on CPUs with AVX512-BF16/AMX and on recent GPUs)",
+    "precision": "fp32, bf16 autocast, or auto: bf16 autocast where a timed training step shows it faster than fp32 "
+                 "(on GPUs with bf16 and most CPUs with AVX512-BF16/AMX, not all)",
     "device": "cpu, cuda, or cuda:N",
     "num_threads": "torch CPU threads per process (default: cores / processes)",
     "compile": "torch.compile the network for training (the first step compiles; benchmarks/training_throughput.py "
@@ -67,8 +68,8 @@ HELP = {
     "progress": "show a progress bar",
 }
 CHOICES = {"dataset": DATASETS, "lr_schedule": ("cosine", "constant"), "schedule": ("linear", "cosine", "sigmoid"),
-           "prediction_type": ("epsilon", "v"), "loss_weighting": ("none", "min_snr"), "precision": ("fp32", "bf16"),
-           "upsample": UPSAMPLES}
+           "prediction_type": ("epsilon", "v"), "loss_weighting": ("none", "min_snr"),
+           "precision": ("auto", "fp32", "bf16"), "upsample": UPSAMPLES}
 
 
 def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:

@@ -325,4 +325,5 @@ def model_summary(pipe: Pipeline) -> str:
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
             f"{s.steps} steps ({grid} timesteps), guidance {s.guidance_scale:g}{where} · "
-            f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device}")
+            f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device} "
+            f"({pipe.precision_reason.split(': ', 1)[-1]})")

@@ -22,6 +22,7 @@ from torch import Tensor
 from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
+from .precision import choose_autocast
 from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
 from .schedules import NoiseSchedule
 from .unet import UNet, forward_flops
@@ -36,15 +37,6 @@ COMPILE_HELP = ("torch.compile the network: compiled once before sampling (10-50
 
 class CompileError(RuntimeError):
     """torch.compile failed on this machine (e.g. no C++ compiler for inductor's CPU kernels)."""
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 autocast pays off on CUDA GPUs with bf16 and on CPUs with native bf16 instructions (AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
 
 
 class Pipeline:
@@ -68,8 +60,12 @@ class Pipeline:
         self.directory: Path | None = None  # the model directory, when loaded from one
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-        use_bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast(self.device))
-        self.autocast_dtype = torch.bfloat16 if use_bf16 else None
+        # autocast_dtype: torch.bfloat16 (bf16 autocast) or None (fp32); precision_reason says how it was chosen
+        if precision == "auto":
+            self.autocast_dtype, self.precision_reason = choose_autocast(self.model, config.unet, self.device)
+        else:
+            self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+            self.precision_reason = f"{precision}: asked for"
         self.source = source
 
     @classmethod

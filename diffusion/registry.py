@@ -94,6 +94,7 @@ class ModelRegistry:
         where, source = (self._local[name], "local") if name in self._local else (name, "hub")
         pipe = Pipeline.from_pretrained(where, device=self.device, precision=self.precision, source=source,
                                         compile=self.compile)
+        logging.getLogger(__name__).info("loaded %s on %s, %s", name, pipe.device, pipe.precision_reason)
         if self.compile:
             try:
                 pipe.warm_up()

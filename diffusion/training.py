@@ -35,6 +35,7 @@ from .config import DiffusionConfig, SamplingDefaults
 from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
+from .precision import choose_autocast
 from .schedules import NoiseSchedule
 from .unet import UPSAMPLES, SelfAttention, UNet, UNetConfig
 
@@ -90,7 +91,7 @@ class TrainConfig:
     norm_groups: int = 32
     # EMA, precision, hardware
     ema_decay: float = 0.999
-    precision: Literal["fp32", "bf16"] = "bf16"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast if a timed step is faster here
     device: str = "cpu"
     num_threads: int | None = None
     compile: bool = False  # torch.compile the training forward and backward
@@ -126,7 +127,7 @@ class TrainConfig:
                   (0.0 <= self.ema_decay < 1.0, "--ema-decay must be in [0, 1)"),
                   (self.snr_gamma > 0, "--snr-gamma must be > 0"),
                   (0.0 <= self.input_perturbation <= 1.0, "--input-perturbation must be in [0, 1] (the paper uses 0.1)"),
-                  (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
+                  (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
                   (self.lr_schedule in ("cosine", "constant"), "--lr-schedule must be cosine or constant"),
                   (self.loss_weighting in ("none", "min_snr"), "--loss-weighting must be none or min_snr"),
                   (self.upsample in UPSAMPLES, f"--upsample must be one of {UPSAMPLES}")]
@@ -312,11 +313,25 @@ class Trainer:
             self._init_weights(Path(cfg.init_from))
         elif cfg.resume:
             self.log_print(f"--resume: no {STATE_NAME} in {self.out}, starting a new run")
+        self.autocast_dtype, self.precision_reason = self._choose_precision()
+        if cfg.precision == "auto":
+            self.log_print(f"--precision auto: {self.precision_reason}")
         self.ddp_model = (nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index]
                                                               if self.device.type == "cuda" else None)
                           if self.dist.world_size > 1 else self.model)
         if cfg.compile:  # the first step compiles (about a minute on a 2-core CPU); the weights stay self.model's
             self.ddp_model = torch.compile(self.ddp_model)
+
+    def _choose_precision(self) -> tuple[torch.dtype | None, str]:
+        """(torch.bfloat16 or None for fp32, why): as asked, or with "auto" whatever a timed forward and backward
+        pass shows faster on this hardware (diffusion.precision); the processes of a run take rank 0's choice."""
+        if self.cfg.precision != "auto":
+            return (torch.bfloat16 if self.cfg.precision == "bf16" else None), f"{self.cfg.precision}: asked for"
+        choice = [choose_autocast(self.model, self.diffusion_config.unet, self.device, training=True)
+                  if self.dist.is_main else None]
+        if self.dist.world_size > 1:
+            dist.broadcast_object_list(choice, src=0)
+        return choice[0]
 
     def _restore(self, state: dict) -> None:
         saved = {**dataclasses.asdict(TrainConfig()), **state["config"]}  # a setting newer than the run: its default
@@ -410,7 +425,7 @@ class Trainer:
         lr = learning_rate(step, cfg, self.total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
             loss = diffusion_loss(self.ddp_model, self.schedule, x0, context, t, noise, cfg.prediction_type,
                                   cfg.loss_weighting, cfg.snr_gamma, input_noise)
         self.optimizer.zero_grad(set_to_none=True)
@@ -439,7 +454,7 @@ class Trainer:
             x0 = to_model_range(self.val_set.images[b]).to(self.device)
             t = torch.randint(0, self.cfg.num_timesteps, (len(b),), generator=g).to(self.device)
             noise = torch.randn(x0.shape, generator=g).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
                 loss = diffusion_loss(self.ema.model, self.schedule, x0, self.val_set.context[b].to(self.device), t,
                                       noise, self.cfg.prediction_type, self.cfg.loss_weighting, self.cfg.snr_gamma)
             total += float(loss) * len(b)
@@ -462,6 +477,7 @@ class Trainer:
                   "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                   "processes": self.dist.world_size, "parameters": sum(p.numel() for p in self.model.parameters()),
                   "val_loss": self.last_val_loss, "horizontal_flips": self.hflip,
+                  "precision": self.precision_reason,
                   "train_config": dataclasses.asdict(self.cfg)}
         if self.cfg.init_from:  # the run this one continued from, so the whole history travels with the model
             source = Path(self.cfg.init_from)

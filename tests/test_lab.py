@@ -230,7 +230,7 @@ def test_oversized_upload(registry, outputs, tmp_path):
 
 def test_model_info(registry, outputs):
     pipe = registry.get("tiny")
-    assert "3 classes" in lab.model_summary(pipe)
+    assert "3 classes" in lab.model_summary(pipe) and lab.model_summary(pipe).endswith("fp32 on cpu (asked for)")
     assert lab.evaluation_rows(pipe) == []
 
 

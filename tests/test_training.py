@@ -46,6 +46,27 @@ def test_training_lowers_the_loss_and_exports_a_model(tmp_path):
     assert len(list((model_dir / "examples").glob("*.png"))) == 30
 
 
+@pytest.mark.parametrize("bf16_faster", [True, False])
+def test_auto_precision_trains_in_what_a_timed_step_shows_faster(tmp_path, monkeypatch, bf16_faster):
+    """--precision auto (the default): one timed forward and backward pass in each precision decides (here the
+    timings are given, and native bf16 assumed); the steps then run in it and training.json says why."""
+    import diffusion.precision as precision
+
+    monkeypatch.setattr(precision, "_choices", {})
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: True)
+    timed, autocast_on = [], []
+    monkeypatch.setattr(precision, "measure", lambda model, config, device, batch=32, training=False:
+                        timed.append(training) or (0.1, 0.05 if bf16_faster else 0.2))
+    loss = training.diffusion_loss
+    monkeypatch.setattr(training, "diffusion_loss",
+                        lambda *a, **k: autocast_on.append(torch.is_autocast_enabled("cpu")) or loss(*a, **k))
+    assert TrainConfig().precision == "auto"
+    model_dir = train(tiny_run(tmp_path / "run", precision="auto", max_steps=2, save_every=2, sample_every=2))
+    assert timed == [True] and autocast_on and set(autocast_on) == {bf16_faster}
+    reason = json.loads((model_dir / "training.json").read_text())["precision"]
+    assert reason.startswith("bf16 autocast: 50.0 ms" if bf16_faster else "fp32: 200.0 ms")
+
+
 @needs_cxx
 def test_compiled_training_steps_match_eager(tmp_path):
     """--compile: torch.compile of forward and backward takes the same optimiser steps as eager, up to rounding."""
