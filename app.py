@@ -2,7 +2,8 @@
 from the same noise, and explore the forward process. Layout and event wiring only; the work is in diffusion.lab.
 
 Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name;
-DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: 10-50 s more at start-up, faster answers after)
+DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: 10-50 s more at start-up, faster answers after;
+DIFFUSION_LAB_PRECISION=fp32 or bf16 fixes the precision, which "auto" times at start-up: diffusion/precision.py)
 """
 
 from __future__ import annotations
@@ -281,14 +282,18 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
 
 def make_registry() -> ModelRegistry:
     hub = [h.strip() for h in os.environ.get("DIFFUSION_LAB_HUB_MODELS", "").split(",") if h.strip()]
-    return ModelRegistry(CHECKPOINTS, hub, compile=os.environ.get("DIFFUSION_LAB_COMPILE", "") == "1")
+    return ModelRegistry(CHECKPOINTS, hub, precision=os.environ.get("DIFFUSION_LAB_PRECISION", "auto"),
+                         compile=os.environ.get("DIFFUSION_LAB_COMPILE", "") == "1")
 
 
 registry = make_registry()
 demo = build_demo(registry)
 
 if __name__ == "__main__":
-    if registry.compile and registry.default():  # compile the default model before the first visitor waits for it
-        print(f"compiling {registry.default()} with torch.compile (10-50 s on a 2-core CPU)...", flush=True)
-        registry.get(registry.default())
+    # Load the shipped models before the first visitor: precision "auto" times each on an idle machine (a timing
+    # beside a running generation would be skewed, and it holds for the process), and compiling happens now.
+    if registry.compile:
+        print("compiling the shipped models with torch.compile (10-50 s each on a 2-core CPU)...", flush=True)
+    for name in registry.local_names()[:registry.max_loaded]:
+        print(f"{name}: {registry.get(name).precision_reason}", flush=True)
     demo.launch(**LAUNCH, theme=gr.themes.Soft(), footer_links=["api", "gradio"])

@@ -46,14 +46,16 @@ def steps_for(budget_s: float, step_fn, probe_steps: int = 30, warmup: int = 5) 
 
 
 def train_ours(budget_s: float, out: str, architecture: dict) -> tuple[Pipeline, int, float]:
-    probe = Trainer(TrainConfig(output_dir=out + "-probe", progress=False, max_steps=10_000, **architecture))
+    # bf16 autocast as the peer (and as the shipped fast model was trained), not the loop's default "auto"
+    probe = Trainer(TrainConfig(output_dir=out + "-probe", progress=False, max_steps=10_000, precision="bf16",
+                                **architecture))
     total = steps_for(budget_s, probe.train_step)
     cfg = TrainConfig(output_dir=out, progress=False, max_steps=total, sample_every=total, save_every=total,
-                      **architecture)
+                      precision="bf16", **architecture)
     trainer = Trainer(cfg)
     t0 = time.perf_counter()
     trainer.run()
-    return Pipeline(trainer.ema.model, trainer.diffusion_config), total, time.perf_counter() - t0
+    return Pipeline(trainer.ema.model, trainer.diffusion_config, precision="bf16"), total, time.perf_counter() - t0
 
 
 def train_peer(budget_s: float, batch: int = 128) -> tuple[torch.nn.Module, int, float]:

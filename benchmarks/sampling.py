@@ -69,7 +69,7 @@ def main() -> None:
     ceiling = measure_ceiling()
     print(f"ceiling: fp32 {ceiling['fp32_gflops']:.0f} GFLOP/s, bf16 {ceiling['bf16_gflops']:.0f} GFLOP/s")
 
-    pipe = Pipeline.from_pretrained(args.model, compile=args.compile)  # precision "auto": bf16 where native
+    pipe = Pipeline.from_pretrained(args.model, compile=args.compile)  # precision "auto": bf16 if timed faster
     if args.compile:
         print(f"torch.compile: compiled in {pipe.warm_up():.0f} s (once per process, not in the timings below)")
     d = pipe.config.sampling

@@ -144,11 +144,12 @@ def main() -> None:
         print(f"{name.replace('_', ' ')}: --precision auto picks {trainer.precision_reason}")
     result["ours_over_peer_fp32"] = ratio(picked["ours"], "peer_fp32")
     result["ours_fast_over_peer_fp32"] = ratio(picked["ours_fast"], "peer_fp32")
-    print(f"ours (auto: {picked['ours'][5:]}) / peer fp32 = {result['ours_over_peer_fp32']:.2f}x; ours fp32 / peer "
-          f"fp32 = {ratio('ours_fp32', 'peer_fp32'):.2f}x; ours bf16 / peer bf16 = "
-          f"{ratio('ours_bf16', 'peer_bf16'):.2f}x; ours-fast (auto: {picked['ours_fast'][10:]}) / peer fp32 = {result['ours_fast_over_peer_fp32']:.2f}x "
-          "(per round, ours auto / peer fp32: "
-          + ", ".join(f"{r[picked['ours']] / r['peer_fp32']:.2f}" for r in rounds) + ")")
+    default, fast = picked["ours"].removeprefix("ours_"), picked["ours_fast"].removeprefix("ours_fast_")
+    per_round = ", ".join(f"{r[picked['ours']] / r['peer_fp32']:.2f}" for r in rounds)
+    print(f"ours (auto: {default}) / peer fp32 = {result['ours_over_peer_fp32']:.2f}x; ours fp32 / peer fp32 = "
+          f"{ratio('ours_fp32', 'peer_fp32'):.2f}x; ours bf16 / peer bf16 = {ratio('ours_bf16', 'peer_bf16'):.2f}x; "
+          f"ours-fast (auto: {fast}) / peer fp32 = {result['ours_fast_over_peer_fp32']:.2f}x (per round, ours auto "
+          f"/ peer fp32: {per_round})")
     # The most a loop with the default model's FLOPs could reach: every FLOP at the higher matmul ceiling.
     best = max(ceilings["fp32_gflops"], ceilings["bf16_gflops"])
     bound = best * 1e9 / flops["ours"] / result["peer_fp32_img_s"]

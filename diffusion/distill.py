@@ -46,8 +46,8 @@ from .checkpoint import (TRAINING_NAME, CheckpointError, atomic_write, load_mode
 from .data import load_dataset, to_model_range
 from .ema import EMA
 from .guidance import make_denoiser
-from .precision import choose_autocast
 from .losses import diffusion_loss
+from .precision import name as precision_name, resolve
 from .samplers import Denoiser, timesteps
 from .schedules import NoiseSchedule
 from .training import (STATE_NAME, TrainingError, hardware_name, learning_rate, load_state, save_state,
@@ -161,9 +161,6 @@ class Distiller:
         self.student = copy.deepcopy(self.teacher).train().requires_grad_(True)
         self.ema = EMA(self.student, cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.autocast_dtype, self.precision_reason = (
-            choose_autocast(self.student, self.config.unet, self.device, training=True) if cfg.precision == "auto"
-            else (torch.bfloat16 if cfg.precision == "bf16" else None, f"{cfg.precision}: asked for"))
         self.schedule = NoiseSchedule.from_name(self.config.schedule, self.config.num_timesteps,
                                                 self.config.beta_start, self.config.beta_end).to(self.device)
         self.data = load_dataset(self.config.dataset, "train", cfg.data_dir)
@@ -185,6 +182,7 @@ class Distiller:
         if not cfg.resume and (self.out / STATE_NAME).exists():  # never overwrite a run
             raise TrainingError(f"{self.out} already holds a distillation run: pass --resume to continue it or "
                                 f"choose a new --output-dir")
+        kept = None
         if cfg.resume and (self.out / STATE_NAME).exists():
             state = load_state(self.out)
             saved = DistillConfig(model=state["config"]["model"], steps=state["config"]["steps"])
@@ -196,6 +194,11 @@ class Distiller:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
             torch.set_rng_state(state["torch_rng"])
+            kept = state.get("precision", state["config"].get("precision"))
+        # bf16 autocast or fp32 for the teacher's and the student's passes (auto: what a timed training pass shows
+        # faster here, or what the resumed run used)
+        self.autocast_dtype, self.precision_reason = resolve(cfg.precision, self.student, self.config.unet,
+                                                             self.device, training=True, kept=kept)
 
     def denoiser(self, model, context: Tensor) -> Denoiser:
         """The model's guided denoiser with the saved pipeline settings (guidance scale and interval)."""
@@ -249,7 +252,8 @@ class Distiller:
         """The resumable state and the exported student (its EMA) with a record of how it was made."""
         state = {"config": dataclasses.asdict(self.cfg), "student": self.student.state_dict(),
                  "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state()}
+                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(),
+                 "precision": precision_name(self.autocast_dtype)}
         save_state(self.out, state)
         model_dir = save_model_dir(self.out / MODEL_DIR_NAME, self.config, self.ema.model.state_dict())
         source_record = self.source / TRAINING_NAME

@@ -22,7 +22,7 @@ from torch import Tensor
 from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
-from .precision import choose_autocast
+from .precision import resolve
 from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
 from .schedules import NoiseSchedule
 from .unet import UNet, forward_flops
@@ -58,14 +58,8 @@ class Pipeline:
         self.schedule = NoiseSchedule.from_name(config.schedule, config.num_timesteps, config.beta_start,
                                                 config.beta_end).to(self.device)
         self.directory: Path | None = None  # the model directory, when loaded from one
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
         # autocast_dtype: torch.bfloat16 (bf16 autocast) or None (fp32); precision_reason says how it was chosen
-        if precision == "auto":
-            self.autocast_dtype, self.precision_reason = choose_autocast(self.model, config.unet, self.device)
-        else:
-            self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-            self.precision_reason = f"{precision}: asked for"
+        self.autocast_dtype, self.precision_reason = resolve(precision, self.model, config.unet, self.device)
         self.source = source
 
     @classmethod

@@ -1,45 +1,49 @@
-"""Which precision the network samples in: fp32, or bf16 autocast where it is measurably faster.
+"""Which precision the network runs in, for sampling and for training: fp32, or bf16 autocast where it is
+measurably faster.
 
 An instruction set does not settle it on a CPU. Timed by `benchmarks/precision.py` (one call of the shipped
 64/128-channel model): on AMD EPYC Zen 4 / Zen 5 (AVX512-BF16) bf16 autocast samples about 1.5x faster than fp32; on
 a 2-core Intel Xeon with AMX 2x faster at batch 32 but 1.35x slower at batch 1; and on a 2-core Xeon VM that exposes
-AVX512-BF16 but not AMX it is slower at every batch (21.9 against 12.3 ms per call at batch 1, 147.6 against 109.9 at
-batch 32): oneDNN's bf16 kernels run there, at a lower rate than its fp32 ones (a 2048^2 matmul: 152 against 230
-GFLOP/s). So `precision="auto"` on a CPU with native bf16 times one network call in each precision at a typical
-request's batch and keeps bf16 only if it is clearly faster. On CUDA, bf16 is used where the GPU supports it.
+AVX512-BF16 but not AMX it is slower at every batch (165.1 against 133.9 ms per call at batch 32, 21.9 against 14.9
+at batch 1; benchmarks/results/precision-xeon-vm.json): oneDNN's bf16 kernels run there, at a lower rate than its
+fp32 ones (a 2048^2 matmul: 80-107 against 204-237 GFLOP/s). Training behaves alike (that VM: fp32 101 img/s, bf16
+autocast 73, benchmarks/results/training_throughput-xeon-vm.json; the AMD machines: bf16 1.5-1.6x faster).
 
-The choice is made once per process for each (device, architecture): the weights do not change the speed, and one
-choice per architecture keeps a seed's images the same across the pipelines of a process.
+So precision "auto" on a CPU with native bf16 times the network in both precisions at batch 32 (one untimed call
+each, then the fastest of three alternating calls each; for training, forward and backward passes on a copy of the
+model) and takes bf16 autocast only if its time is at most 90% of fp32's. On CUDA, bf16 is taken where the GPU has it
+natively. The choice is made once per process for each (device, architecture, use): the weights do not change the
+speed, and one choice keeps a seed's images the same across the pipelines of a process.
 
-Training steps (`train.py --precision auto`) are timed the same way, forward and backward: on that Xeon VM fp32
-trains 1.5x faster than bf16 autocast (benchmarks/training_throughput.py), on the AMD machines bf16 1.5-1.7x faster.
-
-Usage: dtype, reason = choose_autocast(model, config.unet, device)   # dtype: torch.bfloat16 or None (fp32)
+Usage: dtype, reason = resolve("auto", model, config.unet, device)   # dtype: torch.bfloat16 or None (fp32)
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
-from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from .unet import UNetConfig
 
+PRECISIONS = ("auto", "fp32", "bf16")
 MEASURE_BATCH = 32  # network passes per call: a guided request of 16 images, the app's largest
 MEASURE_REPEATS = 3  # timed calls per precision, alternating; the fastest of each counts
-BF16_MARGIN = 0.9  # bf16 is kept only if its call takes at most 90% of fp32's: near-ties go to exact fp32
+BF16_MARGIN = 0.9  # bf16 is taken only if its call takes at most 90% of fp32's: near-ties go to exact fp32
 
-_choices: dict[tuple[str, str], tuple[torch.dtype | None, str]] = {}
+_choices: dict[tuple[str, str, bool], tuple[torch.dtype | None, str]] = {}  # (device, architecture, training)
+_lock = threading.Lock()  # one measurement at a time: two at once would slow each other and could disagree
 
 
 def bf16_is_native(device: torch.device) -> bool:
-    """The hardware has bf16 arithmetic: a CUDA GPU with bf16, or a CPU with AVX512-BF16 / AMX."""
+    """The hardware computes in bf16: a CUDA GPU with native bf16 (not emulated), or a CPU with AVX512-BF16 / AMX."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
@@ -50,7 +54,7 @@ def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: i
     """(fp32, bf16 autocast) seconds per call of model on a (batch, C, H, W) input, or with training=True per
     forward and backward pass (on a copy of the model: its gradients are not touched): the fastest of `repeats`
     calls each, timed alternately so that a drifting machine slows both alike, after one untimed call each (oneDNN
-    builds its kernels at the first)."""
+    builds its kernels at the first). The global random state is left as it was (dropout draws from it)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, config.in_channels, config.image_size, config.image_size, generator=generator).to(device)
     t = torch.full((batch,), 500, device=device)
@@ -59,11 +63,10 @@ def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: i
         model = copy.deepcopy(model).train()
 
     def seconds(dtype: torch.dtype | None) -> float:
-        amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        with torch.inference_mode(not training), amp:
+        with torch.inference_mode(not training), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(x, t, context)
         if training:
             out.float().square().mean().backward()
@@ -72,32 +75,53 @@ def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: i
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    seconds(None), seconds(torch.bfloat16)
-    times = [(seconds(None), seconds(torch.bfloat16)) for _ in range(repeats)]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        seconds(None), seconds(torch.bfloat16)
+        times = [(seconds(None), seconds(torch.bfloat16)) for _ in range(repeats)]
     return min(f for f, _ in times), min(b for _, b in times)
 
 
 def choose_autocast(model: nn.Module, config: UNetConfig, device: torch.device,
                     training: bool = False) -> tuple[torch.dtype | None, str]:
-    """precision="auto": (torch.bfloat16 or None for fp32, a sentence saying why), for sampling or, with
+    """Precision "auto": (torch.bfloat16 or None for fp32, a sentence saying why), for sampling or, with
     training=True, for training steps. Measured on CPUs with native bf16 (8 calls at batch 32: 0.4-1.5 s for the
-    default model on 2 cores, 2-4 s for training passes; once per process, architecture and use); no bf16 hardware
-    means fp32; a CUDA GPU with bf16 means bf16."""
+    default model on 2 cores, 2-4 s for training passes); no bf16 hardware means fp32; a CUDA GPU with native bf16
+    means bf16."""
     if not bf16_is_native(device):
         return None, f"fp32: no native bf16 on {device.type}"
     if device.type != "cpu":
         return torch.bfloat16, f"bf16 autocast: native on {device.type}"
     key = (str(device), json.dumps(config.to_dict(), sort_keys=True), training)
-    if key not in _choices:
-        was_training = model.training
-        model.eval()
-        try:
-            fp32, bf16 = measure(model, config, device, training=training)
-        finally:
-            model.train(was_training)
-        what = "training step (forward and backward)" if training else "call"
-        timing = (f"{1000 * bf16:.1f} ms per {what} in bf16 autocast against {1000 * fp32:.1f} in fp32 at batch "
-                  f"{MEASURE_BATCH}")
-        _choices[key] = ((torch.bfloat16, f"bf16 autocast: {timing}") if bf16 <= BF16_MARGIN * fp32 else
-                         (None, f"fp32: {timing}"))
-    return _choices[key]
+    with _lock:
+        if key not in _choices:
+            was_training = model.training
+            model.eval()
+            try:
+                fp32, bf16 = measure(model, config, device, training=training)
+            finally:
+                model.train(was_training)
+            what = "training step (forward and backward)" if training else "call"
+            timing = (f"{1000 * bf16:.1f} ms per {what} in bf16 autocast against {1000 * fp32:.1f} in fp32 at "
+                      f"batch {MEASURE_BATCH}")
+            _choices[key] = ((torch.bfloat16, f"bf16 autocast: {timing}") if bf16 <= BF16_MARGIN * fp32 else
+                             (None, f"fp32: {timing}"))
+        return _choices[key]
+
+
+def resolve(precision: str, model: nn.Module, config: UNetConfig, device: torch.device, training: bool = False,
+            kept: str | None = None) -> tuple[torch.dtype | None, str]:
+    """(torch.bfloat16 or None for fp32, why) for a precision setting: "fp32" and "bf16" as asked; "auto" keeps
+    `kept` ("fp32" or "bf16": what a resumed run trained in, so that it goes on in the same precision), else
+    choose_autocast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto" and kept in ("fp32", "bf16"):
+        return (torch.bfloat16 if kept == "bf16" else None), f"{kept}: kept from the run being resumed"
+    if precision == "auto":
+        return choose_autocast(model, config, device, training)
+    return (torch.bfloat16 if precision == "bf16" else None), f"{precision}: asked for"
+
+
+def name(dtype: torch.dtype | None) -> str:
+    """"bf16" for bf16 autocast, "fp32" for none: how a resolved precision is saved and shown."""
+    return "bf16" if dtype is not None else "fp32"

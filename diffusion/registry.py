@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .checkpoint import CONFIG_NAME, CheckpointError, is_hub_repo_id, load_config
 from .pipeline import CompileError, Pipeline, Precision
+from .precision import PRECISIONS
 
 
 class ModelNotFound(ValueError):
@@ -23,6 +24,8 @@ class ModelRegistry:
     def __init__(self, root: str | Path = "checkpoints", hub_ids: list[str] | tuple[str, ...] = (), *,
                  device: str = "cpu", precision: Precision = "auto", max_loaded: int = 3,
                  allow_any_hub_id: bool = True, compile: bool = False):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.root = Path(root)
         self.device = device
         self.precision = precision
@@ -50,6 +53,10 @@ class ModelRegistry:
                         continue
                     found[d.name] = d
         return found
+
+    def local_names(self) -> list[str]:
+        """The models found under root (the shipped checkpoints), in the order the app lists them."""
+        return list(self._local)
 
     def names(self) -> list[str]:
         return list(self._local) + [h for h in self._hub if h not in self._local]

@@ -35,7 +35,7 @@ from .config import DiffusionConfig, SamplingDefaults
 from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
-from .precision import choose_autocast
+from .precision import name as precision_name, resolve
 from .schedules import NoiseSchedule
 from .unet import UPSAMPLES, SelfAttention, UNet, UNetConfig
 
@@ -293,6 +293,7 @@ class Trainer:
         self.step = 0
         self.last_val_loss: float | None = None
         self.elapsed = 0.0  # training seconds over all sessions of this run
+        self.resumed_precision: str | None = None  # "fp32" or "bf16": what the run being resumed trained in
 
         if cfg.batch_size % self.dist.world_size:
             raise TrainingError(f"--batch-size {cfg.batch_size} must be divisible by the {self.dist.world_size} "
@@ -323,12 +324,11 @@ class Trainer:
             self.ddp_model = torch.compile(self.ddp_model)
 
     def _choose_precision(self) -> tuple[torch.dtype | None, str]:
-        """(torch.bfloat16 or None for fp32, why): as asked, or with "auto" whatever a timed forward and backward
-        pass shows faster on this hardware (diffusion.precision); the processes of a run take rank 0's choice."""
-        if self.cfg.precision != "auto":
-            return (torch.bfloat16 if self.cfg.precision == "bf16" else None), f"{self.cfg.precision}: asked for"
-        choice = [choose_autocast(self.model, self.diffusion_config.unet, self.device, training=True)
-                  if self.dist.is_main else None]
+        """(torch.bfloat16 or None for fp32, why): as asked; with "auto", what the resumed run trained in, else
+        whatever a timed forward and backward pass shows faster on this hardware (diffusion.precision). The
+        processes of a run take rank 0's choice."""
+        choice = [resolve(self.cfg.precision, self.model, self.diffusion_config.unet, self.device, training=True,
+                          kept=self.resumed_precision) if self.dist.is_main else None]
         if self.dist.world_size > 1:
             dist.broadcast_object_list(choice, src=0)
         return choice[0]
@@ -344,6 +344,7 @@ class Trainer:
                                 f"Resume with the same settings or start a new --output-dir")
         self.model.load_state_dict(state["model"], strict=True)
         self.ema.model.load_state_dict(state["ema"], strict=True)
+        self.resumed_precision = state.get("precision", saved.get("precision"))  # older states: their setting
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed = float(state.get("elapsed", 0.0))
@@ -464,7 +465,8 @@ class Trainer:
         """Training state (resumable) and the exported EMA model directory, each written atomically."""
         state = {"config": dataclasses.asdict(self.cfg), "model": self.model.state_dict(),
                  "ema": self.ema.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(), "world_size": self.dist.world_size}
+                 "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(), "world_size": self.dist.world_size,
+                 "precision": precision_name(self.autocast_dtype)}
         if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         save_state(self.out, state)

@@ -115,6 +115,25 @@ def test_distilling_on_digits_lowers_the_loss_exports_and_resumes(digits_model, 
     assert "? steps" not in card
 
 
+def test_auto_precision_is_timed_and_kept_on_resume(digits_model, tmp_path, monkeypatch):
+    import diffusion.precision as precision
+
+    monkeypatch.setattr(precision, "_choices", {})
+    monkeypatch.setattr(precision, "bf16_is_native", lambda device: True)
+    monkeypatch.setattr(precision, "measure", lambda model, config, device, batch=32, training=False: (0.1, 0.05))
+    cfg = DistillConfig(model=str(digits_model), steps=5, output_dir=str(tmp_path / "run"), max_steps=2,
+                        batch_size=4, save_every=2, progress=False)
+    d = Distiller(cfg)
+    assert cfg.precision == "auto" and d.autocast_dtype is torch.bfloat16
+    d.run()
+    monkeypatch.setattr(precision, "_choices", {})
+    monkeypatch.setattr(precision, "measure", lambda model, config, device, batch=32, training=False: (0.1, 0.5))
+    cfg.max_steps, cfg.resume = 3, True
+    resumed = Distiller(cfg)
+    assert resumed.autocast_dtype is torch.bfloat16 and resumed.precision_reason.endswith("kept from the run "
+                                                                                          "being resumed")
+
+
 def test_several_step_counts_distil_each_grid_equally_often(digits_model, tmp_path, monkeypatch):
     """--steps 3 8: the jumps are both grids' steps, and a batch draws each grid about half the time (the 8-step
     grid's jumps are not drawn 8/11 of the time), each of its steps about equally often."""

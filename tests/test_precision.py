@@ -60,14 +60,46 @@ def test_no_native_bf16_means_fp32_without_timing(monkeypatch):
 
 @pytest.mark.parametrize("training", [False, True])
 def test_measure_times_both_precisions_and_leaves_the_model_as_it_was(fresh, training):
+    """Weights, gradients, train mode and the global random state (which dropout draws from) are untouched."""
     config = tiny_config().unet
+    config.dropout = 0.5
     model = UNet(config).train()
+    for i, p in enumerate(model.parameters()):
+        p.grad = torch.full_like(p, float(i + 1))
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
     fp32, bf16 = precision.measure(model, config, torch.device("cpu"), batch=4, repeats=2, training=training)
     assert all(math.isfinite(s) and s > 0 for s in (fp32, bf16))
     precision.choose_autocast(model, config, torch.device("cpu"), training)
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_fp32_is_timed_in_fp32_even_inside_autocast(fresh, monkeypatch):
+    dtypes = []
+    config = tiny_config().unet
+    model = UNet(config)
+    model.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        precision.measure(model, config, torch.device("cpu"), batch=2, repeats=1)
+    assert dtypes == [torch.float32, torch.bfloat16] * 2
+
+
+def test_resolve(fresh, monkeypatch):
+    calls = fake_timings(monkeypatch, fp32=0.1, bf16=0.05)
+    config = tiny_config().unet
+    model, cpu = UNet(config), torch.device("cpu")
+    assert precision.resolve("fp32", model, config, cpu) == (None, "fp32: asked for")
+    assert precision.resolve("bf16", model, config, cpu, kept="fp32") == (torch.bfloat16, "bf16: asked for")
+    assert precision.resolve("auto", model, config, cpu, training=True, kept="fp32") == (
+        None, "fp32: kept from the run being resumed")
+    assert calls == []
+    assert precision.resolve("auto", model, config, cpu, training=True)[0] is torch.bfloat16
+    assert calls == [(config, True)]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve("fp16", model, config, cpu)
 
 
 def test_pipeline_auto_reports_its_choice(fresh, monkeypatch, tiny_model_dir):

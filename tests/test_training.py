@@ -66,6 +66,15 @@ def test_auto_precision_trains_in_what_a_timed_step_shows_faster(tmp_path, monke
     reason = json.loads((model_dir / "training.json").read_text())["precision"]
     assert reason.startswith("bf16 autocast: 50.0 ms" if bf16_faster else "fp32: 200.0 ms")
 
+    # --resume goes on in the precision the run trained in, whatever a new timing would say
+    monkeypatch.setattr(precision, "_choices", {})
+    monkeypatch.setattr(precision, "measure", lambda model, config, device, batch=32, training=False:
+                        timed.append(training) or (0.1, 0.2 if bf16_faster else 0.05))
+    resumed = Trainer(tiny_run(tmp_path / "run", precision="auto", max_steps=2, save_every=2, sample_every=2,
+                               resume=True))
+    assert timed == [True] and (resumed.autocast_dtype is torch.bfloat16) == bf16_faster
+    assert resumed.precision_reason == f"{'bf16' if bf16_faster else 'fp32'}: kept from the run being resumed"
+
 
 @needs_cxx
 def test_compiled_training_steps_match_eager(tmp_path):
@@ -216,7 +225,7 @@ def test_ddp_two_processes_on_gloo(tmp_path):
            f"--master_port={free_port()}", str(ROOT / "train.py"), "--dataset", "digits", "--max-steps", "8",
            "--batch-size", "32", "--base-channels", "16", "--norm-groups", "8", "--patch-size", "1",
            "--num-timesteps", "50", "--output-dir", str(out), "--sample-every", "8", "--save-every", "4",
-           "--log-every", "2", "--no-progress", "--precision", "fp32"]
+           "--log-every", "2", "--no-progress", "--precision", "auto"]  # rank 0 decides, rank 1 takes it
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
