@@ -1,10 +1,11 @@
 """Sampling speed of the shipped model against the diffusers peer, in one run.
 
-Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 and 64 (the model's default
-guidance, i.e. conditional + unconditional passes batched into one network call, over the model's guidance
-interval), time per network call, achieved GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul
-ceiling, the DDPM-1000 / DDIM-50 ratio of wall time (batch 16, from alternating runs) next to its ratio of network
-work, and the peer (diffusers UNet2DModel 32/64/64 + DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
+Measures wall time and images/s for DDIM 10/20/50 and DDPM 1000 at batch 1, 16 and 64 (the model's default guidance,
+i.e. conditional + unconditional passes batched into one network call, over the model's guidance interval), time per
+network call, achieved GFLOP/s (FLOPs counted with torch.utils.flop_counter) against the matmul ceiling of the
+precision the network runs in (precision "auto": diffusion/precision.py), the DDPM-1000 / DDIM-50 ratio of wall time
+(batch 16, from alternating runs) next to its ratio of network work, and the peer (diffusers UNet2DModel 32/64/64 +
+DDIMScheduler, batch 16, 50 steps) in fp32 and bf16 autocast.
 
 Usage: python benchmarks/sampling.py [--model checkpoints/fashion-mnist] [--quick] [--compile]
 """
@@ -97,11 +98,11 @@ def main() -> None:
             gflops = passes * batch * flops_per_image / seconds / 1e9
             row = {"sampler": sampler, "steps": steps, "batch": batch, "seconds": seconds, "passes_per_image": passes,
                    "images_per_s": batch / seconds, "ms_per_call": 1000 * seconds / steps, "gflops": gflops,
-                   "fraction_of_bf16_ceiling": gflops / ceiling["bf16_gflops"]}
+                   "precision": precision, "fraction_of_ceiling": gflops / ceiling[f"{precision}_gflops"]}
             rows.append(row)
             print(f"{sampler.upper():4s} {steps:4d} steps, batch {batch:2d}: {seconds:7.3f} s, "
                   f"{row['images_per_s']:7.1f} img/s, {row['ms_per_call']:6.2f} ms/call, {gflops:5.0f} GFLOP/s "
-                  f"({100 * row['fraction_of_bf16_ceiling']:.0f}% of bf16 ceiling)")
+                  f"({100 * row['fraction_of_ceiling']:.0f}% of the {precision} matmul ceiling)")
 
     def find(sampler, steps, batch):
         return next(r["seconds"] for r in rows if (r["sampler"], r["steps"], r["batch"]) == (sampler, steps, batch))
