@@ -295,5 +295,8 @@ if __name__ == "__main__":
     if registry.compile:
         print("compiling the shipped models with torch.compile (10-50 s each on a 2-core CPU)...", flush=True)
     for name in registry.local_names()[:registry.max_loaded]:
-        print(f"{name}: {registry.get(name).precision_reason}", flush=True)
+        try:
+            print(f"{name}: {registry.get(name).precision_reason}", flush=True)
+        except Exception as e:  # noqa: BLE001 - a broken model directory is not served; the app still starts
+            print(f"{name}: not loaded: {e}", flush=True)
     demo.launch(**LAUNCH, theme=gr.themes.Soft(), footer_links=["api", "gradio"])
