@@ -26,6 +26,7 @@ from ceiling import measure as measure_ceiling  # noqa: E402
 from common import machine, peer_unet, timeit, write_result  # noqa: E402
 from diffusion import Pipeline  # noqa: E402
 from diffusion import guidance  # noqa: E402
+from diffusion.precision import name as precision_name  # noqa: E402
 
 
 def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[float, int]:
@@ -76,7 +77,7 @@ def main() -> None:
     d = pipe.config.sampling
     w = d.guidance_scale
     flops_per_image = pipe.flops_per_image
-    precision = "bf16" if pipe.autocast_dtype is not None else "fp32"
+    precision = precision_name(pipe.autocast_dtype)
     where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
     print(f"model: {args.model}, {precision}, guidance {w:g} {where} (2 passes per guided step, batched), "
           f"{d.spacing} spacing, {flops_per_image / 1e6:.0f} MFLOP per image per pass")

@@ -35,6 +35,7 @@ import ceiling  # noqa: E402
 from common import DEFAULT, FAST, PeerTrainer, machine, write_result  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from diffusion.precision import name as precision_name  # noqa: E402
 from diffusion.training import TrainConfig, Trainer  # noqa: E402
 
 
@@ -139,7 +140,7 @@ def main() -> None:
     for name, architecture in (("ours", DEFAULT), ("ours_fast", FAST)):
         with tempfile.TemporaryDirectory() as out:
             trainer = ours_trainer("auto", args.batch_size, architecture, out)
-        picked[name] = f"{name}_{'bf16' if trainer.autocast_dtype is not None else 'fp32'}"
+        picked[name] = f"{name}_{precision_name(trainer.autocast_dtype)}"
         result[f"{name}_auto_precision"] = trainer.precision_reason
         print(f"{name.replace('_', ' ')}: --precision auto picks {trainer.precision_reason}")
     result["ours_over_peer_fp32"] = ratio(picked["ours"], "peer_fp32")

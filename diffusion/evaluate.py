@@ -25,6 +25,7 @@ from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .data import ImageDataset, load_dataset, to_model_range
 from .images import to_uint8
 from .pipeline import COMPILE_HELP, CompileError, Pipeline
+from .precision import name as precision_name
 
 DEFAULT_CONFIGS = ["ddim:10:0", "ddim:20:0", "ddim:50:0", "ddim:100:0", "ddim:50:1", "ddpm:1000", "ddpm:100"]
 EVALUATION_NAME = "evaluation.json"
@@ -167,7 +168,7 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
             log(f"{setting.label:<24} w={w:<4g} accuracy {acc:.4f}  FD {fd:.3f} ({row.fd_ratio:.2f}x floor)  "
                 f"{1000 * row.seconds_per_image:.1f} ms/image")
     return {"dataset": dataset, "per_class": per_class, "seed": seed, "batch_size": batch_size,
-            "precision": "bf16" if pipe.autocast_dtype is not None else "fp32",
+            "precision": precision_name(pipe.autocast_dtype),
             "precision_reason": pipe.precision_reason,
             "classifier": {"test_accuracy": classifier.config.test_accuracy,
                            "feature_dim": classifier.config.feature_dim},

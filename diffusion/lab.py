@@ -27,6 +27,7 @@ from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, t
 from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
                      load_upload, plural, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
+from .precision import name as precision_name
 from .registry import ModelRegistry
 from .samplers import StepInfo
 
@@ -325,5 +326,5 @@ def model_summary(pipe: Pipeline) -> str:
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
             f"{s.steps} steps ({grid} timesteps), guidance {s.guidance_scale:g}{where} · "
-            f"{'bf16' if pipe.autocast_dtype is not None else 'fp32'} on {pipe.device} "
+            f"{precision_name(pipe.autocast_dtype)} on {pipe.device} "
             f"({pipe.precision_reason.split(': ', 1)[-1]})")

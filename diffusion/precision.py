@@ -6,8 +6,9 @@ An instruction set does not settle it on a CPU. Timed by `benchmarks/precision.p
 a 2-core Intel Xeon with AMX 2x faster at batch 32 but 1.35x slower at batch 1; and on a 2-core Xeon VM that exposes
 AVX512-BF16 but not AMX it is slower at every batch (165.1 against 133.9 ms per call at batch 32, 21.9 against 14.9
 at batch 1; benchmarks/results/precision-xeon-vm.json): oneDNN's bf16 kernels run there, at a lower rate than its
-fp32 ones (a 2048^2 matmul: 80-107 against 204-237 GFLOP/s). Training behaves alike (that VM: fp32 101 img/s, bf16
-autocast 73, benchmarks/results/training_throughput-xeon-vm.json; the AMD machines: bf16 1.5-1.6x faster).
+fp32 ones (a 2048^2 matmul: 80-152 against 204-270 GFLOP/s over several runs). Training behaves alike (that VM: fp32
+101 img/s, bf16 autocast 73, benchmarks/results/training_throughput-xeon-vm.json; the AMD machines: bf16 1.5-1.6x
+faster).
 
 So precision "auto" on a CPU with native bf16 times the network in both precisions at batch 32 (one untimed call
 each, then the fastest of three alternating calls each; for training, forward and backward passes on a copy of the
@@ -51,10 +52,11 @@ def bf16_is_native(device: torch.device) -> bool:
 
 def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: int = MEASURE_BATCH,
             repeats: int = MEASURE_REPEATS, training: bool = False) -> tuple[float, float]:
-    """(fp32, bf16 autocast) seconds per call of model on a (batch, C, H, W) input, or with training=True per
-    forward and backward pass (on a copy of the model: its gradients are not touched): the fastest of `repeats`
-    calls each, timed alternately so that a drifting machine slows both alike, after one untimed call each (oneDNN
-    builds its kernels at the first). The global random state is left as it was (dropout draws from it)."""
+    """On a CPU device: (fp32, bf16 autocast) seconds per call of model on a (batch, C, H, W) input, or with
+    training=True per forward and backward pass (on a copy of the model: its gradients are not touched): the fastest
+    of `repeats` calls each, timed alternately so that a drifting machine slows both alike, after one untimed call
+    each (oneDNN builds its kernels at the first). The global random state is left as it was (dropout draws from
+    it)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, config.in_channels, config.image_size, config.image_size, generator=generator).to(device)
     t = torch.full((batch,), 500, device=device)
@@ -62,20 +64,16 @@ def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: i
     if training:
         model = copy.deepcopy(model).train()
 
-    def seconds(dtype: torch.dtype | None) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def seconds(dtype: torch.dtype | None) -> float:  # a CPU's calls return when done: no synchronising
         start = time.perf_counter()
         with torch.inference_mode(not training), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(x, t, context)
         if training:
             out.float().square().mean().backward()
             model.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[]):
         seconds(None), seconds(torch.bfloat16)
         times = [(seconds(None), seconds(torch.bfloat16)) for _ in range(repeats)]
     return min(f for f, _ in times), min(b for _, b in times)
@@ -83,10 +81,10 @@ def measure(model: nn.Module, config: UNetConfig, device: torch.device, batch: i
 
 def choose_autocast(model: nn.Module, config: UNetConfig, device: torch.device,
                     training: bool = False) -> tuple[torch.dtype | None, str]:
-    """Precision "auto": (torch.bfloat16 or None for fp32, a sentence saying why), for sampling or, with
-    training=True, for training steps. Measured on CPUs with native bf16 (8 calls at batch 32: 0.4-1.5 s for the
-    default model on 2 cores, 2-4 s for training passes); no bf16 hardware means fp32; a CUDA GPU with native bf16
-    means bf16."""
+    """Precision "auto": (torch.bfloat16 or None for fp32, a sentence saying why), for sampling or, with training=True,
+    for training steps. Measured on CPUs with native bf16 (8 calls at batch 32: about 1.3 s for the default model on
+    2 cores, 0.4 s for the fast one, about 3 s for the default model's training passes); no bf16 hardware means
+    fp32; a CUDA GPU with native bf16 means bf16."""
     if not bf16_is_native(device):
         return None, f"fp32: no native bf16 on {device.type}"
     if device.type != "cpu":
