@@ -56,7 +56,8 @@ def peer_ddim_seconds(bf16: bool, batch: int = 16, steps: int = 50) -> tuple[flo
 def passes_per_image(pipe: Pipeline, sampler: str, steps: int) -> int:
     """Network passes over one image in a run with the model's defaults (guidance scale, interval, timesteps)."""
     d = pipe.config.sampling
-    return guidance.passes_per_image(pipe.plan(sampler, steps), d.guidance_scale, d.guidance_interval)
+    return guidance.passes_per_image(pipe.plan(sampler, steps), d.guidance_scale, d.guidance_interval,
+                                     pipe.config.unet.guidance_range)
 
 
 def main() -> None:
@@ -79,7 +80,10 @@ def main() -> None:
     flops_per_image = pipe.flops_per_image
     precision = precision_name(pipe.autocast_dtype)
     where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
-    print(f"model: {args.model}, {precision}, guidance {w:g} {where} (2 passes per guided step, batched), "
+    r = pipe.config.unet.guidance_range
+    passes = ("1 pass per guided step: guidance-distilled for w in " + f"[{r[0]:g}, {r[1]:g}]"
+              if guidance.passes_per_guided_step(w, guidance_range=r) == 1 else "2 passes per guided step, batched")
+    print(f"model: {args.model}, {precision}, guidance {w:g} {where} ({passes}), "
           f"{d.spacing} spacing, {flops_per_image / 1e6:.0f} MFLOP per image per pass")
 
     def cycle_labels(batch: int) -> list[int]:
@@ -143,7 +147,7 @@ def main() -> None:
         "model": args.model, "precision": precision, "compiled": args.compile, "guidance_scale": w,
         "flops_per_image_pass": flops_per_image, "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
         "ddpm1000_over_ddim50_passes": work_ratio, "ratio_runs_s": {"ddim50": ddim_times, "ddpm1000": ddpm_times},
-        "guidance_interval": d.guidance_interval, "spacing": d.spacing,
+        "guidance_interval": d.guidance_interval, "guidance_range": r, "spacing": d.spacing,
         "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
         "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours, **eager})
 

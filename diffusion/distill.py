@@ -22,7 +22,19 @@ Several step counts (`--steps 20 50`) distil their grids together, each grid dra
 learns the jumps of every grid it will be sampled on (one round for a single grid moves the network toward that
 grid's jumps alone, and the samplers on other grids may lose).
 
+`--guidance W_LO W_HI` distils the guidance instead (Meng et al. 2023, arXiv:2210.03142, sec. 4.1): the student is
+the model grown by a guidance-scale input (`UNetConfig.guidance_range`, its embedding's output layer zero, so it
+starts as the model's conditional prediction at every w) and learns, at uniform timesteps of the forward process and
+w ~ U[W_LO, W_HI], the model's guided output in one pass:
+
+    student(x_t, t, c, w)  ~  model(x_t, t, 0) + w (model(x_t, t, c) - model(x_t, t, 0))    (squared error, in the
+                                                                                            network's output units)
+
+with the class dropped (c = 0, target: the unconditional output) 10% of the time. A guided sampling step then costs
+one network pass instead of two, for every sampler and step count.
+
 Usage: python -m diffusion.distill --model checkpoints/fashion-mnist --steps 20 --output-dir runs/distill20
+       python -m diffusion.distill --model checkpoints/fashion-mnist-fast --guidance 1 3 --output-dir runs/gd
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import copy
 import dataclasses
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -43,15 +56,16 @@ from tqdm import tqdm
 
 from .checkpoint import (TRAINING_NAME, CheckpointError, atomic_write, load_model_dir,
                          resolve_model_dir, save_model_dir)
+from .config import DiffusionConfig
 from .data import load_dataset, to_model_range
 from .ema import EMA
 from .guidance import make_denoiser
 from .losses import diffusion_loss
-from .precision import name as precision_name, resolve
+from .precision import hardware_name, name as precision_name, resolve
 from .samplers import Denoiser, timesteps
 from .schedules import NoiseSchedule
-from .training import (STATE_NAME, TrainingError, hardware_name, learning_rate, load_state, save_state,
-                       step_generator)
+from .training import STATE_NAME, TrainingError, learning_rate, load_state, save_state, step_generator
+from .unet import UNet
 
 LOG_NAME = "distill_log.jsonl"
 MODEL_DIR_NAME = "model"
@@ -61,6 +75,7 @@ MODEL_DIR_NAME = "model"
 class DistillConfig:
     model: str = "checkpoints/fashion-mnist"
     steps: int | list[int] = 20  # the student's number(s) of DDIM steps, one grid each
+    guidance: list[float] | None = None  # [w_lo, w_hi]: distil the guidance for w in this range instead
     output_dir: str = "runs/distill"
     max_steps: int = 1500
     batch_size: int = 64  # images per step (each also gives one ordinary denoising example)
@@ -84,6 +99,9 @@ class DistillConfig:
         return [self.steps] if isinstance(self.steps, int) else list(self.steps)
 
     def validate(self) -> None:
+        if self.guidance is not None and not (len(self.guidance) == 2 and all(map(math.isfinite, self.guidance))
+                                              and self.guidance[0] < self.guidance[1]):
+            raise TrainingError(f"--guidance must be two finite numbers W_LO < W_HI, got {self.guidance!r}")
         counts = self.step_counts
         if not counts or len(set(counts)) != len(counts):
             raise TrainingError(f"--steps must be one or more distinct step counts, got {self.steps!r}")
@@ -144,6 +162,24 @@ def distillation_target(teacher: Denoiser, schedule: NoiseSchedule, z_t: Tensor,
     return (z_next - ratio * z_t) / (ab_next.sqrt() - ratio * ab_t.sqrt())
 
 
+def grow_guidance_input(config: DiffusionConfig, model: UNet, guidance_range: list[float]) -> tuple[DiffusionConfig,
+                                                                                                    UNet]:
+    """The student of guidance distillation: `model`'s config and weights plus a guidance-scale input for w in
+    `guidance_range`, whose zero output layer leaves every prediction as it was (tested)."""
+    if config.num_classes == 0:
+        raise TrainingError("--guidance: an unconditional model has no classifier-free guidance to distil")
+    if config.unet.guidance_range is not None:
+        raise TrainingError(f"--guidance: the model's guidance is distilled already (for w in "
+                            f"{config.unet.guidance_range})")
+    grown = copy.deepcopy(config)
+    grown.unet.guidance_range = [float(w) for w in guidance_range]
+    grown.validate()
+    student = UNet(grown.unet).to(next(model.parameters()).device)
+    missing, unexpected = student.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("guidance_mlp.") for k in missing), (missing, unexpected)
+    return grown, student
+
+
 class Distiller:
     """One distillation run: teacher (frozen), student, its EMA and optimiser; `run()` trains and exports."""
 
@@ -158,16 +194,22 @@ class Distiller:
         except CheckpointError as e:
             raise TrainingError(f"--model: {e}") from e
         self.teacher = teacher.eval().requires_grad_(False)
-        self.student = copy.deepcopy(self.teacher).train().requires_grad_(True)
+        self.export_config = self.config  # what the student's config.json says
+        if cfg.guidance is None:
+            self.student = copy.deepcopy(self.teacher)
+        else:
+            self.export_config, self.student = grow_guidance_input(self.config, self.teacher, cfg.guidance)
+        self.student.train().requires_grad_(True)
         self.ema = EMA(self.student, cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.schedule = NoiseSchedule.from_name(self.config.schedule, self.config.num_timesteps,
                                                 self.config.beta_start, self.config.beta_end).to(self.device)
         self.data = load_dataset(self.config.dataset, "train", cfg.data_dir)
         s = self.config.sampling
-        self.grids = {k: list((s.tuned_timesteps or {}).get(str(k))
-                              or timesteps(self.config.num_timesteps, k, s.spacing or "trailing"))
-                      for k in cfg.step_counts}
+        self.grids = {} if cfg.guidance is not None else {
+            k: list((s.tuned_timesteps or {}).get(str(k)) or timesteps(self.config.num_timesteps, k,
+                                                                        s.spacing or "trailing"))
+            for k in cfg.step_counts}
         # every grid's student steps as rows (t, t_mid, t_next), grid after grid; t_mid = t where the jump has no
         # midpoint. A batch draws a grid uniformly, then one of its steps uniformly.
         rows = []
@@ -185,10 +227,12 @@ class Distiller:
         kept = None
         if cfg.resume and (self.out / STATE_NAME).exists():
             state = load_state(self.out)
-            saved = DistillConfig(model=state["config"]["model"], steps=state["config"]["steps"])
-            if saved.model != cfg.model or saved.step_counts != cfg.step_counts:
-                raise TrainingError(f"--resume: {self.out} distils {saved.model} to {saved.step_counts} steps; "
-                                    f"start a new --output-dir")
+            saved = DistillConfig(model=state["config"]["model"], steps=state["config"]["steps"],
+                                  guidance=state["config"].get("guidance"))
+            if (saved.model, saved.step_counts, saved.guidance) != (cfg.model, cfg.step_counts, cfg.guidance):
+                what = (f"the guidance of {saved.model} for w in {saved.guidance}" if saved.guidance is not None
+                        else f"{saved.model} to {saved.step_counts} steps")
+                raise TrainingError(f"--resume: {self.out} distils {what}; start a new --output-dir")
             self.student.load_state_dict(state["student"])
             self.ema.model.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -206,7 +250,7 @@ class Distiller:
         return make_denoiser(model, self.schedule, context, guidance_scale=s.guidance_scale,
                              prediction_type=c.prediction_type, clip_x0=c.clip_x0,
                              autocast_dtype=self.autocast_dtype,
-                             guidance_interval=s.guidance_interval)
+                             guidance_interval=s.guidance_interval, guidance_range=c.unet.guidance_range)
 
     def distill_loss(self, x0: Tensor, context: Tensor, jump: Tensor, noise: Tensor) -> Tensor:
         """The distillation loss of a batch: x0, noise (B, C, H, W), context (B, K), jump (B, 3) rows of
@@ -218,11 +262,33 @@ class Distiller:
         weight = 1 + self.schedule.snr(t)
         return (weight * (x0_student.float() - target).pow(2).mean(dim=(1, 2, 3))).mean()
 
+    def guidance_loss(self, x0: Tensor, context: Tensor, t: Tensor, w: Tensor, noise: Tensor) -> Tensor:
+        """The guidance-distillation loss of a batch: x0, noise (B, C, H, W), context (B, K), t (B,) timesteps and w
+        (B,) guidance scales; the student's output at w against the model's guided output (module docstring)."""
+        x_t = self.schedule.q_sample(x0, t, noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
+            with torch.no_grad():
+                cond, uncond = self.teacher(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                                            torch.cat([context, torch.zeros_like(context)])).float().chunk(2)
+                target = uncond + w.view(-1, 1, 1, 1) * (cond - uncond)
+            out = self.student(x_t, t, context, guidance=w).float()
+        return (out - target).pow(2).mean()
+
     def train_step(self, step: int) -> tuple[float, float]:
+        """One optimiser step; returns the distillation loss and the denoising loss (0 when guidance is distilled)."""
         cfg = self.cfg
         g = step_generator(cfg.seed, step, 0)
         idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=g)
         x0 = to_model_range(self.data.images[idx]).to(self.device)
+        if cfg.guidance is not None:
+            context = self.data.context[idx].clone()
+            context[torch.rand(cfg.batch_size, generator=g) < 0.1] = 0.0
+            t = torch.randint(0, self.config.num_timesteps, (cfg.batch_size,), generator=g)
+            w = cfg.guidance[0] + (cfg.guidance[1] - cfg.guidance[0]) * torch.rand(cfg.batch_size, generator=g)
+            loss = self.guidance_loss(x0, context.to(self.device), t.to(self.device), w.to(self.device),
+                                      torch.randn(x0.shape, generator=g).to(self.device))
+            self.optimize(step, loss)
+            return float(loss.detach()), 0.0
         which = torch.randint(0, len(self.grids), (cfg.batch_size,), generator=g).to(self.device)
         u = torch.rand(cfg.batch_size, generator=g).to(self.device)
         jump = self.jumps[self.grid_offsets[which] + (u * self.grid_sizes[which]).long()]
@@ -235,18 +301,21 @@ class Distiller:
             denoising = diffusion_loss(self.student, self.schedule, x0, context, t_any,
                                        torch.randn(x0.shape, generator=g).to(self.device),
                                        self.config.prediction_type)
-        loss = distill + cfg.diffusion_weight * denoising
+        self.optimize(step, distill + cfg.diffusion_weight * denoising)
+        return float(distill.detach()), float(denoising.detach())
+
+    def optimize(self, step: int, loss: Tensor) -> None:
+        """Backward, clip, step and the EMA update; a non-finite loss stops the run before anything is saved."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(step, self.cfg, self.cfg.max_steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.grad_clip))
         if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
             raise TrainingError(f"step {step}: the loss is not finite ({float(loss.detach())}); the last "
                                 f"checkpoint in {self.out} is intact")
         self.optimizer.step()
         self.ema.update(self.student, step)
-        return float(distill.detach()), float(denoising.detach())
 
     def save(self) -> Path:
         """The resumable state and the exported student (its EMA) with a record of how it was made."""
@@ -255,13 +324,16 @@ class Distiller:
                  "elapsed": self.elapsed, "torch_rng": torch.get_rng_state(),
                  "precision": precision_name(self.autocast_dtype)}
         save_state(self.out, state)
-        model_dir = save_model_dir(self.out / MODEL_DIR_NAME, self.config, self.ema.model.state_dict())
+        model_dir = save_model_dir(self.out / MODEL_DIR_NAME, self.export_config, self.ema.model.state_dict())
+        if (self.source / "examples").is_dir():  # the real example images of the data set travel with the student
+            shutil.copytree(self.source / "examples", model_dir / "examples", dirs_exist_ok=True)
         source_record = self.source / TRAINING_NAME
         record = {"command": "python -m diffusion.distill " + " ".join(sys.argv[1:])
                   if Path(sys.argv[0]).name == "distill.py" else None,
-                  "distillation": {"student_steps": self.cfg.step_counts,
-                                   "student_grids": {str(k): g for k, g in self.grids.items()},
-                                   "teacher_grids": {str(k): teacher_grid(g) for k, g in self.grids.items()},
+                  "distillation": {**({"guidance_range": self.cfg.guidance} if self.cfg.guidance is not None else
+                                      {"student_steps": self.cfg.step_counts,
+                                       "student_grids": {str(k): g for k, g in self.grids.items()},
+                                       "teacher_grids": {str(k): teacher_grid(g) for k, g in self.grids.items()}}),
                                    "steps": self.step,
                                    "wall_time_min": self.elapsed / 60, "hardware": hardware_name(self.device),
                                    "precision": self.precision_reason, "config": dataclasses.asdict(self.cfg)},
@@ -284,11 +356,13 @@ class Distiller:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 ips = window_images / (time.perf_counter() - window_start)
-                record = {"step": self.step, "distill_loss": distill, "denoising_loss": denoising,
+                losses = {"distill": distill} if cfg.guidance is not None else {"distill": distill,
+                                                                                  "denoising": denoising}
+                record = {"step": self.step, **{f"{k}_loss": v for k, v in losses.items()},
                           "lr": learning_rate(self.step - 1, cfg, cfg.max_steps), "img_per_s": round(ips, 1)}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-                bar.set_postfix(distill=f"{distill:.4f}", denoise=f"{denoising:.4f}", ips=f"{ips:.0f}")
+                bar.set_postfix(**{k: f"{v:.4f}" for k, v in losses.items()}, ips=f"{ips:.0f}")
                 window_start, window_images = time.perf_counter(), 0
             if self.step % cfg.save_every == 0 or self.step == cfg.max_steps:
                 self.save()
@@ -302,10 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default=defaults.model, help="the teacher: a model directory or Hub repo id")
-    parser.add_argument("--steps", type=int, nargs="+", default=[defaults.steps], metavar="K",
-                        help="the student's DDIM steps (on the model's tuned grid for that count, else its spacing); "
-                             "the teacher takes twice as many. Several counts distil their grids together, each "
-                             "drawn equally often (e.g. 20 50: one student for both samplers)")
+    parser.add_argument("--steps", type=int, nargs="+", default=None, metavar="K",
+                        help=f"the student's DDIM steps (on the model's tuned grid for that count, else its spacing); "
+                             f"the teacher takes twice as many. Several counts distil their grids together, each "
+                             f"drawn equally often (e.g. 20 50: one student for both samplers). Default: "
+                             f"{defaults.steps}")
+    parser.add_argument("--guidance", type=float, nargs=2, default=None, metavar=("W_LO", "W_HI"),
+                        help="distil the model's classifier-free guidance for scales in [W_LO, W_HI] instead: the "
+                             "student predicts the guided output in one pass (Meng et al. 2023)")
     parser.add_argument("--output-dir", default=defaults.output_dir, help="run directory (state, log, model/)")
     parser.add_argument("--max-steps", type=int, default=defaults.max_steps, help="optimiser steps")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
@@ -325,13 +403,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save-every", type=int, default=defaults.save_every, help="steps between checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    cfg = DistillConfig(**vars(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    if args.guidance is not None and args.steps is not None:
+        parser.error("--steps and --guidance distil different things: give one of them")
+    args.steps = defaults.steps if args.steps is None else args.steps
+    cfg = DistillConfig(**vars(args))
     try:
         model_dir = Distiller(cfg).run()
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    samplers = " ".join(f"ddim:{k}:0" for k in cfg.step_counts)
+    samplers = "ddim:50:0" if cfg.guidance is not None else " ".join(f"ddim:{k}:0" for k in cfg.step_counts)
     print(f"student written to {model_dir} (evaluate: python -m diffusion.evaluate --model {model_dir} "
           f"--samplers {samplers})")
     return 0

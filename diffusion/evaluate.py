@@ -25,7 +25,7 @@ from .config import SAMPLER_NAMES, add_sampling_arguments, sampling_overrides
 from .data import ImageDataset, load_dataset, to_model_range
 from .images import to_uint8
 from .pipeline import COMPILE_HELP, CompileError, Pipeline
-from .precision import name as precision_name
+from .precision import hardware_name, name as precision_name
 
 DEFAULT_CONFIGS = ["ddim:10:0", "ddim:20:0", "ddim:50:0", "ddim:100:0", "ddim:50:1", "ddpm:1000", "ddpm:100"]
 EVALUATION_NAME = "evaluation.json"
@@ -169,7 +169,7 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
                 f"{1000 * row.seconds_per_image:.1f} ms/image")
     return {"dataset": dataset, "per_class": per_class, "seed": seed, "batch_size": batch_size,
             "precision": precision_name(pipe.autocast_dtype),
-            "precision_reason": pipe.precision_reason,
+            "precision_reason": pipe.precision_reason, "hardware": hardware_name(pipe.device),
             "classifier": {"test_accuracy": classifier.config.test_accuracy,
                            "feature_dim": classifier.config.feature_dim},
             "floor": asdict(floor), "rows": [asdict(r) for r in rows], "torch_threads": torch.get_num_threads(),

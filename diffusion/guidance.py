@@ -11,6 +11,11 @@ it and runs a single conditional pass elsewhere: guidance at the highest noise l
 pulls every sample of a class towards the same few shapes), so leaving it out there lowers the Frechet distance at
 the same class accuracy, and saves the unconditional pass of those steps.
 
+A guidance-distilled network (Meng et al. 2023, arXiv:2210.03142, sec. 4.1; `UNetConfig.guidance_range`,
+diffusion.distill --guidance) takes w as an input and predicts the mix itself: for w in its range a guided step is
+one pass of B images, not 2B. Outside the range it is guided as above, from its own conditional and unconditional
+predictions (w input 1).
+
 Usage: denoise = make_denoiser(model, schedule, context, guidance_scale=2.0, prediction_type="v")
 """
 
@@ -32,10 +37,24 @@ def is_guided(guidance_scale: float, conditional: bool = True) -> bool:
     return conditional and guidance_scale not in (0.0, 1.0)
 
 
-def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval: tuple[int, int] | None) -> int:
+def distilled_for(guidance_scale: float, guidance_range: list[float] | tuple[float, float] | None) -> bool:
+    """Does a guidance-distilled network (trained for w in guidance_range; None = not distilled) predict the
+    guided output at this w in one pass?"""
+    return guidance_range is not None and guidance_range[0] <= guidance_scale <= guidance_range[1]
+
+
+def passes_per_guided_step(guidance_scale: float, conditional: bool = True,
+                           guidance_range: list[float] | tuple[float, float] | None = None) -> int:
+    """Network passes over one image at a step inside the guidance interval: 2 when guidance mixes two
+    predictions, 1 for w = 0 or 1, an unconditional model, or a guidance-distilled network inside its range."""
+    return 2 if is_guided(guidance_scale, conditional) and not distilled_for(guidance_scale, guidance_range) else 1
+
+
+def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval: tuple[int, int] | None,
+                     guidance_range: list[float] | tuple[float, float] | None = None) -> int:
     """Network passes over one image in a run of `plan` (a class-conditional model): two at each guided step
     (batched into one call), one at the others."""
-    if not is_guided(guidance_scale):
+    if passes_per_guided_step(guidance_scale, guidance_range=guidance_range) == 1:
         return len(plan)
     lo, hi = guidance_interval if guidance_interval is not None else (0, max(t for t, _ in plan.pairs))
     return sum(2 if lo <= t <= hi else 1 for t, _ in plan.pairs)
@@ -44,17 +63,20 @@ def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval
 def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | None, *, guidance_scale: float = 1.0,
                   prediction_type: PredictionType = "v", clip_x0: bool = True,
                   autocast_dtype: torch.dtype | None = None,
-                  guidance_interval: tuple[int, int] | None = None) -> Denoiser:
+                  guidance_interval: tuple[int, int] | None = None,
+                  guidance_range: list[float] | tuple[float, float] | None = None) -> Denoiser:
     """context: (B, K) class weights (zero row = no class) or None for an unconditional model.
     autocast_dtype: e.g. torch.bfloat16 to run the network under autocast; outputs are float32 either way.
-    guidance_interval: (t_lo, t_hi), guide only where t_lo <= t <= t_hi (None = everywhere)."""
+    guidance_interval: (t_lo, t_hi), guide only where t_lo <= t <= t_hi (None = everywhere).
+    guidance_range: the model's `UNetConfig.guidance_range` (a guidance-distilled network) or None."""
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
     t_lo, t_hi = guidance_interval if guidance_interval is not None else (0, schedule.num_timesteps - 1)
     guided = is_guided(guidance_scale, conditional=context is not None)
     if context is not None and guidance_scale == 0.0:
         context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
-    if guided:
+    one_pass = guided and distilled_for(guidance_scale, guidance_range)
+    if guided and not one_pass:
         both_contexts = torch.cat([context, torch.zeros_like(context)])  # (2B, K): conditional, then unconditional
     device_type = next(model.parameters()).device.type
 
@@ -62,6 +84,9 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
         amp = torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
         inside = (t >= t_lo) & (t <= t_hi) if guided else None  # (B,) bool
         with amp:
+            if one_pass:  # the distilled network mixes itself: w inside the interval, 1 (conditional) outside it
+                w = torch.where(inside, guidance_scale, 1.0).to(x_t.dtype)  # (B,)
+                return model(x_t, t, context, guidance=w).float()
             # one host sync per step (samplers pass one t for the whole batch): skip the unconditional pass
             if not guided or not bool(inside.any()):
                 return model(x_t, t, context).float()

@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .checkpoint import CheckpointError
 from .config import SAMPLER_NAMES
-from .guidance import is_guided
+from .guidance import passes_per_guided_step
 from .pipeline import Pipeline
 from .registry import ModelNotFound, ModelRegistry
 
@@ -144,7 +144,7 @@ def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, l
     (conditional + unconditional). `fixed_steps` are steps the request adds that the user does not set (the
     comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them."""
     # an upper bound when the model guides over an interval only
-    passes = 2 if is_guided(guidance_scale, conditional=pipe.config.num_classes > 0) else 1
+    passes = passes_per_guided_step(guidance_scale, pipe.config.num_classes > 0, pipe.config.unet.guidance_range)
     cap = limits.max_tflop * 1e12
     guided = " x 2 (guidance)" if passes == 2 else ""
     if passes * pipe.flops_per_image > cap:

@@ -322,9 +322,11 @@ def model_summary(pipe: Pipeline) -> str:
     s = c.sampling
     where = f" at t in [{s.guidance_interval[0]}, {s.guidance_interval[1]}]" if s.guidance_interval else ""
     grid = "tuned" if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing
+    r = c.unet.guidance_range
+    distilled = f" · guidance-distilled: one pass per guided step for w in [{r[0]:g}, {r[1]:g}]" if r else ""
     return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
-            f"{s.steps} steps ({grid} timesteps), guidance {s.guidance_scale:g}{where} · "
+            f"{s.steps} steps ({grid} timesteps), guidance {s.guidance_scale:g}{where}{distilled} · "
             f"{precision_name(pipe.autocast_dtype)} on {pipe.device} "
             f"({pipe.precision_reason.split(': ', 1)[-1]})")

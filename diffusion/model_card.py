@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from .checkpoint import TRAINING_NAME, atomic_write, load_config
 from .evaluate import EVALUATION_NAME
+from .unet import UNet, UNetConfig
 
 DATASET_META = {
     "fashion-mnist": ("zalando-datasets/fashion_mnist", "MIT", "https://github.com/zalandoresearch/fashion-mnist"),
@@ -52,8 +55,12 @@ def training_lines(training: dict) -> list[str]:
     distilled = training.get("distillation")
     if isinstance(distilled, dict):  # a diffusion.distill record
         steps = " and ".join(str(k) for k in distilled.get("student_steps", [])) or "?"
-        lines += ["", f"Progressive distillation (Salimans & Ho 2022) for DDIM {steps} steps, one student step "
-                  f"learning two teacher steps: {distilled.get('steps', '?')} steps of batch "
+        w_range = distilled.get("guidance_range")
+        what = (f"Guidance distillation (Meng et al. 2023) for guidance scales {w_range[0]:g} to {w_range[1]:g}, the "
+                f"guided output learnt in one network pass" if isinstance(w_range, list) and len(w_range) == 2 else
+                f"Progressive distillation (Salimans & Ho 2022) for DDIM {steps} steps, one student step learning two "
+                f"teacher steps")
+        lines += ["", f"{what}: {distilled.get('steps', '?')} steps of batch "
                   f"{distilled.get('config', {}).get('batch_size', '?')} in {distilled.get('wall_time_min', 0):.0f} "
                   f"minutes on {distilled.get('hardware', '?')}."]
     else:
@@ -66,6 +73,12 @@ def training_lines(training: dict) -> list[str]:
     if training.get("wall_time_note"):
         lines += ["", f"({training['wall_time_note']})"]
     return lines
+
+
+def parameter_count(config: UNetConfig) -> int:
+    """Parameters of the network `config` builds, counted on the meta device (no memory, no arithmetic)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in UNet(config).parameters())
 
 
 def model_card(directory: str | Path) -> str:
@@ -111,8 +124,10 @@ def model_card(directory: str | Path) -> str:
         "## Network",
         "",
         f"U-Net, base width {u.base_channels}, channel multipliers {u.channel_mult}, {u.num_res_blocks} residual "
-        f"blocks per level, patch size {u.patch_size}, attention at levels {u.attention_levels or 'none'}; "
-        f"{training.get('parameters', '?')} parameters; exported weights are the EMA.",
+        f"blocks per level, patch size {u.patch_size}, attention at levels {u.attention_levels or 'none'}"
+        + (f", a guidance-scale input for w in [{u.guidance_range[0]:g}, {u.guidance_range[1]:g}] (guidance-distilled: "
+           f"one network pass per guided step, where classifier-free guidance takes two)" if u.guidance_range else "")
+        + f"; {training.get('parameters') or parameter_count(u)} parameters; exported weights are the EMA.",
     ]
     if training:
         body += ["", "## Training", ""] + training_lines(training)
@@ -124,7 +139,8 @@ def model_card(directory: str | Path) -> str:
                  f"against {evaluation['per_class']} real test images per class; the Frechet distance uses the "
                  f"classifier's {cls['feature_dim']}-d penultimate features. The floor is the distance between real "
                  f"train and real test draws of the same size. Wall time on "
-                 f"{training.get('hardware', 'this machine')}, batch {evaluation['batch_size']}, "
+                 f"{evaluation.get('hardware') or training.get('hardware', 'this machine')}, batch "
+                 f"{evaluation['batch_size']}, "
                  f"{evaluation['precision']}.", "",
                  evaluation_table(evaluation)]
         if evaluation.get("command"):

@@ -75,14 +75,17 @@ class Pipeline:
         return pipe
 
     def warm_up(self) -> float:
-        """Sample two steps with one image, guided (network calls on a batch of 2) and unguided (batch 1), so that a
-        compiled network is compiled now, for every batch size, rather than in the first request; returns the
-        seconds taken. Raises CompileError with the reason if torch.compile cannot compile it here."""
+        """Sample two steps with one and with two images, guided and unguided (network calls on batches of 1 to 4;
+        a guidance-distilled network guides in one pass, with its guidance input), so that a compiled network is
+        compiled now, for every batch size and both paths, rather than in the first request; returns the seconds
+        taken. Raises CompileError with the reason if torch.compile cannot compile it here."""
         start = time.perf_counter()
         everywhere = (0, self.config.num_timesteps - 1)
+        r = self.config.unet.guidance_range
+        w = 2.0 if r is None else (r[0] + r[1]) / 2  # guided: inside a distilled network's range
         runs = ([dict(n=1), dict(n=2)] if self.config.num_classes == 0 else
-                [dict(labels=[0], guidance_scale=2.0, guidance_interval=everywhere),
-                 dict(labels=[0], guidance_scale=1.0)])
+                [dict(labels=labels, guidance_scale=scale, guidance_interval=everywhere)
+                 for scale in (w, 1.0) for labels in ([0], [0, 0])])
         try:
             for run in runs:
                 self.generate(sampler="ddim", steps=2, seed=0, **run)
@@ -203,7 +206,7 @@ class Pipeline:
                                 context.to(self.device) if context is not None else None,
                                 guidance_scale=float(guidance_scale), prediction_type=self.config.prediction_type,
                                 clip_x0=self.config.clip_x0, autocast_dtype=self.autocast_dtype,
-                                guidance_interval=interval)
+                                guidance_interval=interval, guidance_range=self.config.unet.guidance_range)
         with torch.inference_mode():  # the loop runs in inference mode: every step's input is an inference tensor,
             x_T = x_T.to(self.device, torch.float32).clone()  # the first one too (one compiled graph, not two)
         return denoise, x_T, plan, generator

@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import platform
 import threading
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -123,3 +126,15 @@ def resolve(precision: str, model: nn.Module, config: UNetConfig, device: torch.
 def name(dtype: torch.dtype | None) -> str:
     """"bf16" for bf16 autocast, "fp32" for none: how a resolved precision is saved and shown."""
     return "bf16" if dtype is not None else "fp32"
+
+
+def hardware_name(device: torch.device) -> str:
+    """What runs the work, for records: the GPU's name, or the CPU's model and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        name = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or "CPU"
+    return f"{name}, {os.cpu_count()} CPU cores"

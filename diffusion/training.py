@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from .config import DiffusionConfig, SamplingDefaults
 from .data import ImageDataset, load_dataset, save_examples, to_model_range
 from .images import make_grid, save_gif, save_png
 from .pipeline import Pipeline
-from .precision import name as precision_name, resolve
+from .precision import hardware_name, name as precision_name, resolve
 from .schedules import NoiseSchedule
 from .unet import UPSAMPLES, SelfAttention, UNet, UNetConfig
 
@@ -226,17 +225,6 @@ def load_state(output_dir: Path) -> dict:
 
 def save_state(output_dir: Path, state: dict) -> None:
     atomic_write(output_dir / STATE_NAME, lambda p: torch.save(state, p))
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor() or "CPU"
-    return f"{name}, {os.cpu_count()} CPU cores"
 
 
 def model_config(cfg: TrainConfig, dataset: ImageDataset, sampling: SamplingDefaults | None = None) -> DiffusionConfig:

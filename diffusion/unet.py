@@ -48,6 +48,10 @@ class UNetConfig:
     upsample: str = "nearest_conv"  # "nearest_conv" (resize, then conv) or "subpixel" (conv, then pixel shuffle)
     dropout: float = 0.0
     norm_groups: int = 32
+    # [w_lo, w_hi]: a guidance-distilled network (Meng et al. 2023, arXiv:2210.03142, sec. 4.1) that takes the
+    # guidance scale w as an input and predicts the guided output of its teacher in one pass, for w in this range
+    # (diffusion.distill --guidance); None = an ordinary network.
+    guidance_range: list[float] | None = None
 
     def validate(self) -> None:
         def positive(name: str) -> None:
@@ -78,6 +82,12 @@ class UNetConfig:
                 raise ValueError(f"level width {width} is not divisible by attention_heads {self.attention_heads}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        r = self.guidance_range
+        if r is not None and not (isinstance(r, (list, tuple)) and len(r) == 2 and self.num_classes > 0
+                                  and all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                          and math.isfinite(w) for w in r) and r[0] < r[1]):
+            raise ValueError(f"UNetConfig.guidance_range must be two finite numbers [w_lo, w_hi] with w_lo < w_hi, on "
+                             f"a class-conditional model (or null), got {r!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +100,9 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     args = t.float()[:, None] * freqs[None]  # (B, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
     return F.pad(emb, (0, dim % 2))
+
+
+GUIDANCE_EMBEDDING_SCALE = 250.0  # w is embedded as a timestep of 250 w: w in [0, 4] spans the timesteps' range
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -187,7 +200,8 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """(x_t (B, C, H, W), t (B,) long, context (B, K) float or None) -> prediction (B, C, H, W)."""
+    """(x_t (B, C, H, W), t (B,) long, context (B, K) float or None[, guidance (B,) float]) -> prediction
+    (B, C, H, W)."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -201,6 +215,11 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # Context vector (B, K) -> (B, E), linear so mixes of classes embed as mixes; zero vector = no context.
         self.context_embedding = nn.Linear(c.num_classes, emb_dim, bias=False) if c.num_classes > 0 else None
+        # Guidance scale w (B,) -> (B, E), added like the class; zero output layer, so a network just grown from an
+        # ordinary one predicts exactly what it did, at every w.
+        self.guidance_mlp = (nn.Sequential(nn.Linear(c.base_channels, emb_dim), nn.SiLU(),
+                                           zero_module(nn.Linear(emb_dim, emb_dim)))
+                             if c.guidance_range is not None else None)
 
         p = c.patch_size
         self.stem = nn.Conv2d(c.in_channels * p * p, widths[0], 3, padding=1)
@@ -251,9 +270,17 @@ class UNet(nn.Module):
         self.out_norm = nn.GroupNorm(c.norm_groups, width)
         self.out_conv = zero_module(nn.Conv2d(width, c.in_channels * p * p, 3, padding=1))
 
-    def embed(self, t: Tensor, context: Tensor | None) -> Tensor:
-        """(B,) timesteps and (B, K) context -> (B, E) embedding fed to every residual block."""
+    def embed(self, t: Tensor, context: Tensor | None, guidance: Tensor | None = None) -> Tensor:
+        """(B,) timesteps, (B, K) context and, for a guidance-distilled network, (B,) guidance scales (None = 1, the
+        plain conditional prediction) -> (B, E) embedding fed to every residual block."""
         emb = self.time_mlp(timestep_embedding(t, self.config.base_channels))
+        if self.guidance_mlp is not None:
+            w = torch.ones(t.shape[0], device=t.device) if guidance is None else guidance
+            if w.shape != t.shape:
+                raise ValueError(f"guidance must have shape (B,) = ({t.shape[0]},), got {tuple(w.shape)}")
+            emb = emb + self.guidance_mlp(timestep_embedding(w * GUIDANCE_EMBEDDING_SCALE, self.config.base_channels))
+        elif guidance is not None:
+            raise ValueError("this network was not guidance-distilled (no guidance_range): guidance must be None")
         if self.context_embedding is not None:
             if context is None:
                 raise ValueError(f"this model is class-conditional ({self.config.num_classes} classes): pass a "
@@ -266,13 +293,13 @@ class UNet(nn.Module):
             raise ValueError("this model is unconditional (num_classes=0): context must be None")
         return emb
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | None = None, guidance: Tensor | None = None) -> Tensor:
         B, C, H, W = x.shape
         c = self.config
         if (C, H, W) != (c.in_channels, c.image_size, c.image_size):
             raise ValueError(f"expected images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
                              f"got {tuple(x.shape)}")
-        emb = self.embed(t, context)
+        emb = self.embed(t, context, guidance)
         h = self.stem(F.pixel_unshuffle(x, c.patch_size) if c.patch_size > 1 else x)  # (B, w0, H/p, W/p)
         skips = [h]
         for level, blocks in enumerate(self.down):
