@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps, help="linear warm-up steps")
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay, help="EMA decay of the exported weights")
     parser.add_argument("--diffusion-weight", type=float, default=defaults.diffusion_weight,
-                        help="weight of the ordinary denoising loss at uniform timesteps (0 = distillation only)")
+                        help="weight of the ordinary denoising loss at uniform timesteps (0 = distillation only; "
+                             "--steps only: with --guidance, w = 1 is in the range and keeps the denoiser)")
     parser.add_argument("--precision", default=defaults.precision, choices=("auto", "fp32", "bf16"),
                         help="bf16 autocast, fp32, or auto: bf16 autocast where a timed training step shows it faster")
     parser.add_argument("--device", default=defaults.device, help="cpu, cuda, cuda:1, ...")
