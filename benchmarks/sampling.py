@@ -81,9 +81,10 @@ def main() -> None:
     precision = precision_name(pipe.autocast_dtype)
     where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
     r = pipe.config.unet.guidance_range
-    passes = ("1 pass per guided step: guidance-distilled for w in " + f"[{r[0]:g}, {r[1]:g}]"
-              if guidance.passes_per_guided_step(w, guidance_range=r) == 1 else "2 passes per guided step, batched")
-    print(f"model: {args.model}, {precision}, guidance {w:g} {where} ({passes}), "
+    one_pass = guidance.passes_per_guided_step(w, guidance_range=r) == 1
+    guided_passes = (f"1 pass per guided step: guidance-distilled for w in [{r[0]:g}, {r[1]:g}]" if one_pass
+                     else "2 passes per guided step, batched")
+    print(f"model: {args.model}, {precision}, guidance {w:g} {where} ({guided_passes}), "
           f"{d.spacing} spacing, {flops_per_image / 1e6:.0f} MFLOP per image per pass")
 
     def cycle_labels(batch: int) -> list[int]:

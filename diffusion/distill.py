@@ -69,6 +69,7 @@ from .unet import UNet
 
 LOG_NAME = "distill_log.jsonl"
 MODEL_DIR_NAME = "model"
+CONTEXT_DROP = 0.1  # the share of training rows without their class (the training loop's default p_uncond)
 
 
 @dataclass
@@ -160,6 +161,14 @@ def distillation_target(teacher: Denoiser, schedule: NoiseSchedule, z_t: Tensor,
     ab_t, ab_next = alpha_bar(schedule, t, z_t), alpha_bar(schedule, t_next, z_t)
     ratio = (1 - ab_next).sqrt() / (1 - ab_t).sqrt()  # s''/s
     return (z_next - ratio * z_t) / (ab_next.sqrt() - ratio * ab_t.sqrt())
+
+
+def drop_context(context: Tensor, generator: torch.Generator) -> Tensor:
+    """A copy of the (B, K) context with each row zeroed ("no class") with probability CONTEXT_DROP, so the student
+    keeps the unconditional prediction that guidance needs."""
+    dropped = context.clone()
+    dropped[torch.rand(context.shape[0], generator=generator) < CONTEXT_DROP] = 0.0
+    return dropped
 
 
 def grow_guidance_input(config: DiffusionConfig, model: UNet, guidance_range: list[float]) -> tuple[DiffusionConfig,
@@ -281,8 +290,7 @@ class Distiller:
         idx = torch.randint(0, len(self.data), (cfg.batch_size,), generator=g)
         x0 = to_model_range(self.data.images[idx]).to(self.device)
         if cfg.guidance is not None:
-            context = self.data.context[idx].clone()
-            context[torch.rand(cfg.batch_size, generator=g) < 0.1] = 0.0
+            context = drop_context(self.data.context[idx], g)
             t = torch.randint(0, self.config.num_timesteps, (cfg.batch_size,), generator=g)
             w = cfg.guidance[0] + (cfg.guidance[1] - cfg.guidance[0]) * torch.rand(cfg.batch_size, generator=g)
             loss = self.guidance_loss(x0, context.to(self.device), t.to(self.device), w.to(self.device),
@@ -294,8 +302,7 @@ class Distiller:
         jump = self.jumps[self.grid_offsets[which] + (u * self.grid_sizes[which]).long()]
         context = self.data.context[idx].to(self.device)
         distill = self.distill_loss(x0, context, jump, torch.randn(x0.shape, generator=g).to(self.device))
-        context = context.clone()
-        context[torch.rand(cfg.batch_size, generator=g) < 0.1] = 0.0
+        context = drop_context(context, g)
         t_any = torch.randint(0, self.config.num_timesteps, (cfg.batch_size,), generator=g).to(self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast_dtype is not None):
             denoising = diffusion_loss(self.student, self.schedule, x0, context, t_any,

@@ -75,17 +75,19 @@ class Pipeline:
         return pipe
 
     def warm_up(self) -> float:
-        """Sample two steps with one and with two images, guided and unguided (network calls on batches of 1 to 4;
-        a guidance-distilled network guides in one pass, with its guidance input), so that a compiled network is
-        compiled now, for every batch size and both paths, rather than in the first request; returns the seconds
-        taken. Raises CompileError with the reason if torch.compile cannot compile it here."""
+        """Sample two steps with one image, guided (network calls on a batch of 2) and unguided (batch 1), so that a
+        compiled network is compiled now, for every batch size, rather than in the first request; a guidance-distilled
+        network, which guides in one pass with its guidance input, runs both with two images too (its calls are all
+        of B images). Returns the seconds taken. Raises CompileError with the reason if torch.compile cannot compile
+        it here."""
         start = time.perf_counter()
         everywhere = (0, self.config.num_timesteps - 1)
         r = self.config.unet.guidance_range
         w = 2.0 if r is None else (r[0] + r[1]) / 2  # guided: inside a distilled network's range
+        label_sets = ([0],) if r is None else ([0], [0, 0])
         runs = ([dict(n=1), dict(n=2)] if self.config.num_classes == 0 else
                 [dict(labels=labels, guidance_scale=scale, guidance_interval=everywhere)
-                 for scale in (w, 1.0) for labels in ([0], [0, 0])])
+                 for scale in (w, 1.0) for labels in label_sets])
         try:
             for run in runs:
                 self.generate(sampler="ddim", steps=2, seed=0, **run)
