@@ -42,12 +42,15 @@ def main() -> None:
     fig, (ax_fd, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     markers = {"ddim": "o", "ddpm": "s", "dpm++": "^"}
     colours = {}
-    for model_dir, colour in zip(sorted((ROOT / "checkpoints").glob("*/evaluation.json")), ["C0", "C1", "C2"]):
+    palette = [f"C{i}" for i in range(10) if i != 3]  # C3 marks the peer
+    for model_dir, colour in zip(sorted((ROOT / "checkpoints").glob("*/evaluation.json")), palette):
         evaluation = json.loads(model_dir.read_text())
         name = model_dir.parent.name
         colours[name] = colour
         plot_rows(ax_fd, ax_acc, evaluation["rows"], colour, markers)
-        ax_fd.scatter([], [], color=colour, label=f"{name} (guidance {evaluation['rows'][0]['guidance_scale']:g})")
+        # times come from each model's card, measured where it was released: the precision tells the machines apart
+        ax_fd.scatter([], [], color=colour, label=f"{name} (guidance {evaluation['rows'][0]['guidance_scale']:g}, "
+                                                  f"timed in {evaluation.get('precision', '?')})")
     for extra in sorted((ROOT / "benchmarks" / "results").glob("eval-*.json")):
         evaluation = json.loads(extra.read_text())
         colour = colours.get(Path(evaluation.get("model", "")).name)

@@ -149,7 +149,8 @@ def main() -> None:
         "flops_per_image_pass": flops_per_image, "ceiling": ceiling, "rows": rows, "ddpm1000_over_ddim50": ratio,
         "ddpm1000_over_ddim50_passes": work_ratio, "ratio_runs_s": {"ddim50": ddim_times, "ddpm1000": ddpm_times},
         "guidance_interval": d.guidance_interval, "guidance_range": r, "spacing": d.spacing,
-        "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops, "ours_ddim50_b16_s": ours,
+        "peer_fp32_s": peer_fp32, "peer_bf16_s": peer_bf16, "peer_flops_per_image": peer_flops,
+        "ours_ddim50_b16_s": ours,
         "ours_ddim50_b16_no_guidance_s": single, "speedup_vs_peer_fp32": peer_fp32 / ours, **eager})
 
 

@@ -22,7 +22,7 @@ class ModelNotFound(ValueError):
 
 class ModelRegistry:
     def __init__(self, root: str | Path = "checkpoints", hub_ids: list[str] | tuple[str, ...] = (), *,
-                 device: str = "cpu", precision: Precision = "auto", max_loaded: int = 3,
+                 device: str = "cpu", precision: Precision = "auto", max_loaded: int = 5,
                  allow_any_hub_id: bool = True, compile: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -30,7 +30,7 @@ class ModelRegistry:
         self.device = device
         self.precision = precision
         self.compile = compile  # torch.compile each model when it is loaded (Pipeline.warm_up compiles it then)
-        self.max_loaded = max_loaded
+        self.max_loaded = max_loaded  # the default keeps every shipped model loaded, with room for a Hub model
         self.allow_any_hub_id = allow_any_hub_id
         self._local = self._discover()
         self._hub = [h for h in hub_ids if h]

@@ -30,8 +30,9 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Te
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
-    """Nichol & Dhariwal 2021 (arXiv:2102.09672) eq. 17: alpha_bar(t) = f(t)/f(0), f(t) = cos^2(((t/T + s)/(1 + s)) pi/2);
-    beta_t = 1 - alpha_bar(t+1)/alpha_bar(t), clipped at max_beta to avoid the singularity at t = T. (T,) float64."""
+    """Nichol & Dhariwal 2021 (arXiv:2102.09672) eq. 17: alpha_bar(t) = f(t)/f(0),
+    f(t) = cos^2(((t/T + s)/(1 + s)) pi/2); beta_t = 1 - alpha_bar(t+1)/alpha_bar(t), clipped at max_beta to avoid
+    the singularity at t = T. (T,) float64."""
     steps = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
     alpha_bar = f / f[0]

@@ -37,7 +37,8 @@ def test_cosine_follows_nichol_dhariwal():
 
 
 def test_sigmoid_follows_rin():
-    """Jabri et al. 2022, Alg. 1: alpha_bar(t) = (-sigmoid((t (end - start) + start) / tau) + v_end) / (v_end - v_start)."""
+    """Jabri et al. 2022, Alg. 1:
+    alpha_bar(t) = (-sigmoid((t (end - start) + start) / tau) + v_end) / (v_end - v_start)."""
     T, start, end, tau = 1000, -3.0, 3.0, 1.0
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
     ab = torch.cumprod(1 - make_betas("sigmoid", T), 0)

@@ -8,6 +8,7 @@ import pytest
 
 from diffusion import Pipeline
 from diffusion.classifier import load_classifier
+from diffusion.guidance import passes_per_guided_step
 from diffusion.inputs import InputError, Limits, check_work
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,8 @@ def test_shipped_model(directory):
         "evaluated with the sampling settings that config.json ships"
     assert evaluation.get("tuned_timesteps") == d.tuned_timesteps, "evaluated with the DDIM grids config.json ships"
     assert all(r["accuracy"] >= 0.95 for r in default), "the defaults reach the class-accuracy target"
+    if pipe.config.unet.guidance_range is not None:  # guidance-distilled: its defaults guide in one pass per step
+        assert passes_per_guided_step(d.guidance_scale, True, pipe.config.unet.guidance_range) == 1
     training = json.loads((directory / "training.json").read_text())
     if pipe.config.dataset == "fashion-mnist":  # its shoes face one way: a flip-trained model draws half mirrored
         while "horizontal_flips" not in training:  # a distillation (no augmentation): the training run it started from
