@@ -81,9 +81,12 @@ def main() -> None:
     precision = precision_name(pipe.autocast_dtype)
     where = f"at t in {d.guidance_interval}" if d.guidance_interval else "at every step"
     r = pipe.config.unet.guidance_range
-    one_pass = guidance.passes_per_guided_step(w, guidance_range=r) == 1
-    guided_passes = (f"1 pass per guided step: guidance-distilled for w in [{r[0]:g}, {r[1]:g}]" if one_pass
-                     else "2 passes per guided step, batched")
+    if guidance.distilled_for(w, r):
+        guided_passes = guidance.describe_range(r)
+    elif guidance.passes_per_guided_step(w, pipe.config.num_classes > 0) == 2:
+        guided_passes = "2 passes per guided step, batched"
+    else:
+        guided_passes = "unguided: 1 pass per step"
     print(f"model: {args.model}, {precision}, guidance {w:g} {where} ({guided_passes}), "
           f"{d.spacing} spacing, {flops_per_image / 1e6:.0f} MFLOP per image per pass")
 

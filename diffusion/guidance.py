@@ -43,6 +43,11 @@ def distilled_for(guidance_scale: float, guidance_range: list[float] | tuple[flo
     return guidance_range is not None and guidance_range[0] <= guidance_scale <= guidance_range[1]
 
 
+def describe_range(guidance_range: list[float] | tuple[float, float]) -> str:
+    """How the app and the benchmarks name a guidance-distilled network's one-pass range."""
+    return f"guidance-distilled: one pass per guided step for w in [{guidance_range[0]:g}, {guidance_range[1]:g}]"
+
+
 def passes_per_guided_step(guidance_scale: float, conditional: bool = True,
                            guidance_range: list[float] | tuple[float, float] | None = None) -> int:
     """Network passes over one image at a step inside the guidance interval: 2 when guidance mixes two

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import Tensor
 
 from .evaluate import SamplerSetting
-from .guidance import make_denoiser
+from .guidance import describe_range, make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
 from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
                      load_upload, plural, resolve_seed, show)
@@ -323,7 +323,7 @@ def model_summary(pipe: Pipeline) -> str:
     where = f" at t in [{s.guidance_interval[0]}, {s.guidance_interval[1]}]" if s.guidance_interval else ""
     grid = "tuned" if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing
     r = c.unet.guidance_range
-    distilled = f" · guidance-distilled: one pass per guided step for w in [{r[0]:g}, {r[1]:g}]" if r else ""
+    distilled = f" · {describe_range(r)}" if r else ""
     return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "
             f"{params / 1e6:.1f} M parameters · T = {c.num_timesteps}, {c.schedule} schedule, "
             f"{c.prediction_type}-prediction · {len(c.class_names)} classes · defaults: {s.sampler.upper()} "
