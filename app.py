@@ -1,5 +1,6 @@
 """Diffusion Lab: a Gradio app to generate images with DDPM or DDIM, steer them by class, race DDPM against DDIM
-from the same noise, and explore the forward process. Layout and event wiring only; the work is in diffusion.lab.
+from the same noise, and explore the forward process and the way back (denoising a noised image, DDIM inversion).
+Layout and event wiring only; the work is in diffusion.lab.
 
 Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name;
 DIFFUSION_LAB_COMPILE=1 runs the networks through torch.compile: 10-50 s more at start-up, faster answers after;
@@ -36,7 +37,8 @@ log = logging.getLogger("diffusion-lab")
 INTRO = """# Diffusion Lab
 Generate small images with a class-conditional **DDPM**, sample them with **DDPM** (ancestral, one network call per
 training step) or **DDIM** (deterministic jumps over many steps), and see why DDIM is faster: the *DDPM vs DDIM* tab
-races both from the same noise."""
+races both from the same noise. The *Forward process* tab noises a real image and brings it back, toward any class,
+or runs DDIM's deterministic path from the image up to its noise and down again."""
 
 ABOUT = r"""
 ### What you are looking at
@@ -60,6 +62,12 @@ class towards the same few shapes, so those steps run one plain conditional pass
 
 **Timestep spacing.** Which timesteps a short run visits: *trailing* spreads them evenly and starts at pure noise;
 *quadratic* (DDIM paper, App. D.2) packs them at low noise, where the fine detail is settled.
+
+**The way back** (Forward process tab). *Denoise x_t back* runs a sampler from the noised image x_t at its t instead
+of from pure noise (SDEdit, Meng et al. 2022): a low t gives the image back, a high t keeps only its rough layout,
+and a class other than the image's own fills what the noise erased with that class. *DDIM round trip* runs DDIM's
+deterministic path the other way (DDIM inversion), from the image up to the noise x_T it would come from, then back
+down: the image returns, which no DDPM chain can do, since each of its steps adds fresh noise.
 
 Live views show **x_t** (the current sample) on the left and the network's **prediction of x₀** on the right.
 """
@@ -123,7 +131,8 @@ class Handlers:
                 gr.Dropdown(choices=examples, value=examples[0] if examples else None),
                 pd.DataFrame(rows) if rows else None,
                 gr.Radio(value=d.sampler),  # the sampler and noise the model evaluated best with (config.json)
-                gr.Slider(value=d.eta))
+                gr.Slider(value=d.eta),
+                gr.Dropdown(choices=lab.toward_choices(pipe), value=lab.toward_choices(pipe)[0]))
 
     def sampler_noise(self, model: str, sampler: str):
         """A sampler picked by the user brings its own eta: the model's saved one for the model's saved sampler,
@@ -161,6 +170,16 @@ class Handlers:
     def forward(self, model: str, example: str | None, upload: str | None, t: int, seed: int):
         r = lab.forward_process(self.registry, self.outputs, model, example, upload, t, seed, self.limits)
         return r.x0, r.x_t, r.predicted_x0, r.predicted_noise, r.info, r.gif_path
+
+    def denoise_back(self, model: str, example: str | None, upload: str | None, t: int, seed: int, sampler: str,
+                     steps: int, toward: str, guidance_scale: float):
+        r = lab.denoise_back(self.registry, model, example, upload, t, seed, sampler, steps, toward, guidance_scale,
+                             self.limits)
+        return r.image, r.info
+
+    def round_trip(self, model: str, example: str | None, upload: str | None, steps: int, toward: str, seed: int):
+        r = lab.ddim_round_trip(self.registry, model, example, upload, steps, toward, seed, self.limits)
+        return r.noise, r.reconstruction, r.info
 
 
 def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
@@ -250,11 +269,28 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                                                interactive=False)
                         f_info = gr.Markdown()
                         f_gif = gr.File(label="GIF of the forward process", interactive=False)
+                        gr.Markdown("#### The way back: denoise x_t, or run DDIM up to noise and down again")
+                        with gr.Row():
+                            back_sampler = gr.Radio(list(SAMPLERS), value="ddim", label="Sampler",
+                                                    info="DDIM and dpm++ deterministic (eta 0)")
+                            back_steps = gr.Slider(2, 1000, value=50, step=1, label="Steps",
+                                                   info="of a run from pure noise: from t, those below t")
+                            toward = gr.Dropdown([], label="Denoise toward", allow_custom_value=True,
+                                                 info="the example's own class, another class, or none")
+                        with gr.Row():
+                            back = gr.Button("Denoise x_t back")
+                            trip = gr.Button("DDIM round trip: image -> noise -> image")
+                        with gr.Row():
+                            b_image = gr.Image(label="denoised from x_t", format="png", interactive=False)
+                            b_noise = gr.Image(label="x_T found by DDIM inversion", format="png",
+                                               interactive=False)
+                            b_recon = gr.Image(label="DDIM from that x_T", format="png", interactive=False)
+                        b_info = gr.Markdown()
                     with gr.Tab("About"):
                         gr.Markdown(ABOUT, latex_delimiters=[])
 
         model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart, sampler,
-                         eta]
+                         eta, toward]
         select = user_errors(h.select_model)
         model.change(select, [model], model_outputs, api_name="select_model")
         load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")
@@ -274,6 +310,11 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
         forward_io = ([model, example, upload, t, seed], [f_x0, f_xt, f_px0, f_noise, f_info, f_gif])
         show.click(forward, *forward_io, api_name="forward", concurrency_id="cpu")
         t.release(forward, *forward_io, api_visibility="undocumented", concurrency_id="cpu")
+        back.click(user_errors(h.denoise_back),
+                   [model, example, upload, t, seed, back_sampler, back_steps, toward, guidance], [b_image, b_info],
+                   api_name="denoise_back", concurrency_id="cpu")
+        trip.click(user_errors(h.round_trip), [model, example, upload, back_steps, toward, seed],
+                   [b_noise, b_recon, b_info], api_name="round_trip", concurrency_id="cpu")
     # One job at a time per event, and the events that sample share one slot ("cpu"): a job uses both cores; two
     # at once would halve both and thrash the caches.
     demo.queue(max_size=queue_size, default_concurrency_limit=1)

@@ -8,7 +8,14 @@ DDIMScheduler. Ours: the architecture of checkpoints/fashion-mnist-fast (`--ours
 checkpoints/fashion-mnist) in our loop for the same time; `--save-ours DIR` keeps our run (its model/ is what ships
 as checkpoints/fashion-mnist-fast).
 
+`--ours-model DIR` trains the peer only and scores a model that already exists (e.g. a shipped one whose training
+took longer than one run should) against it, at DDIM 50 with the model's saved guidance: give `--minutes` the time
+that model's training took on this machine. `--peer-precision fp32` trains and samples the peer without autocast,
+for CPUs where bf16 is the slower choice.
+
 Usage: python benchmarks/peer_quality.py [--minutes 20] [--ours fast|default] [--save-ours runs/fmnist-fast]
+       python benchmarks/peer_quality.py --ours-model checkpoints/fashion-mnist-fast-gd --minutes 48 \
+           --peer-precision fp32
 """
 
 from __future__ import annotations
@@ -58,8 +65,22 @@ def train_ours(budget_s: float, out: str, architecture: dict) -> tuple[Pipeline,
     return Pipeline(trainer.ema.model, trainer.diffusion_config, precision="bf16"), total, time.perf_counter() - t0
 
 
-def train_peer(budget_s: float, batch: int = 128) -> tuple[torch.nn.Module, int, float]:
-    peer = PeerTrainer("bf16", batch)
+def train_own(args: argparse.Namespace, budget_s: float) -> tuple[Pipeline, int, float]:
+    """Train our model for the budget; with --save-ours keep the run and say in its record how long it trained."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.save_ours or str(Path(tmp) / "ours")
+        ours, steps, seconds = train_ours(budget_s, out, FAST if args.ours == "fast" else DEFAULT)
+        if args.save_ours:  # say in the model's training record how its step count was chosen
+            record_path = Path(out) / "model" / TRAINING_NAME
+            record = json.loads(record_path.read_text())
+            record["wall_time_note"] = (f"trained by `python {' '.join(sys.argv)}`: the step count is what fits in "
+                                        f"{args.minutes:g} minutes, the budget the diffusers peer got in the same run")
+            atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    return ours, steps, seconds
+
+
+def train_peer(budget_s: float, precision: str = "bf16", batch: int = 128) -> tuple[torch.nn.Module, int, float]:
+    peer = PeerTrainer(precision, batch)
     t0 = time.perf_counter()
     peer.total_steps = steps_for(budget_s, peer.step)
     for i in range(35, peer.total_steps):
@@ -68,7 +89,8 @@ def train_peer(budget_s: float, batch: int = 128) -> tuple[torch.nn.Module, int,
 
 
 @torch.no_grad()
-def sample_peer(unet, labels: torch.Tensor, steps: int, seed: int, batch: int = 50) -> torch.Tensor:
+def sample_peer(unet, labels: torch.Tensor, steps: int, seed: int, precision: str = "bf16",
+                batch: int = 50) -> torch.Tensor:
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(num_train_timesteps=1000)
@@ -78,7 +100,7 @@ def sample_peer(unet, labels: torch.Tensor, steps: int, seed: int, batch: int = 
         g = torch.Generator().manual_seed(seed * 100_003 + b)
         x = torch.randn(len(y), 1, 28, 28, generator=g)
         scheduler.set_timesteps(steps)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             for t in scheduler.timesteps:
                 x = scheduler.step(unet(x, t, class_labels=y).sample.float(), t, x).prev_sample
         out.append(torch.from_numpy(to_uint8(((x + 1) / 2).clamp(0, 1))).permute(0, 3, 1, 2))
@@ -91,7 +113,13 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100, help="evaluation images per class")
     parser.add_argument("--ours", choices=("fast", "default"), default="fast", help="our architecture")
     parser.add_argument("--save-ours", default=None, help="keep our training run in this directory")
+    parser.add_argument("--ours-model", default=None,
+                        help="score this model directory instead of training ours (the peer still trains)")
+    parser.add_argument("--peer-precision", choices=("bf16", "fp32"), default="bf16",
+                        help="the peer's training and sampling precision (bf16 autocast, as its users run it)")
     args = parser.parse_args()
+    if args.ours_model and args.save_ours:
+        parser.error("--save-ours keeps a training run; with --ours-model nothing of ours is trained")
     budget = 60 * args.minutes
     classifier = load_classifier("checkpoints/classifiers/fashion-mnist")
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
@@ -99,43 +127,40 @@ def main() -> None:
     floor, test_feats = real_floor(classifier, train, test_images, test_labels, args.per_class)
     labels = torch.arange(10).repeat_interleave(args.per_class)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.save_ours or str(Path(tmp) / "ours")
-        ours, our_steps, our_time = train_ours(budget, out, FAST if args.ours == "fast" else DEFAULT)
-        if args.save_ours:  # say in the model's training record how its step count was chosen
-            record_path = Path(out) / "model" / TRAINING_NAME
-            record = json.loads(record_path.read_text())
-            record["wall_time_note"] = (f"trained by `python {' '.join(sys.argv)}`: the step count is what fits in "
-                                        f"{args.minutes:g} minutes, the budget the diffusers peer got in the same run")
-            atomic_write(record_path, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
-    peer, peer_steps, peer_time = train_peer(budget)
+    if args.ours_model:
+        ours, our_steps, our_time = Pipeline.from_pretrained(args.ours_model), None, None
+        our_name = Path(args.ours_model).name
+        settings = [(f"ours ({our_name}), guidance {ours.config.sampling.guidance_scale:g}", {})]
+    else:
+        ours, our_steps, our_time = train_own(args, budget)
+        our_name = args.ours
+        settings = [("ours, guidance 1", {"guidance_scale": 1.0}), ("ours, guidance 2", {"guidance_scale": 2.0})]
+    peer, peer_steps, peer_time = train_peer(budget, args.peer_precision)
     rows = {}
-    for name, make in [
-        ("ours, guidance 1", lambda: ours.generate(labels.tolist(), sampler="ddim", steps=50, guidance_scale=1.0,
-                                                  seed=0)),
-        ("ours, guidance 2", lambda: ours.generate(labels.tolist(), sampler="ddim", steps=50, guidance_scale=2.0,
-                                                  seed=0)),
-        ("peer", None),
-    ]:
+    for name, kwargs in [*settings, ("peer", None)]:
         t0 = time.perf_counter()
-        if make is None:
-            images = sample_peer(peer, labels, 50, seed=0)
+        if kwargs is None:
+            images = sample_peer(peer, labels, 50, seed=0, precision=args.peer_precision)
         else:
-            images = torch.from_numpy(to_uint8(make())).permute(0, 3, 1, 2)
+            images = torch.from_numpy(to_uint8(ours.generate(labels.tolist(), sampler="ddim", steps=50, eta=0.0,
+                                                             seed=0, **kwargs))).permute(0, 3, 1, 2)
         seconds = time.perf_counter() - t0
         acc, feats = score(classifier, images, labels)
         fd = frechet_distance(feats, test_feats)
         rows[name] = {"accuracy": acc, "fd": fd, "fd_ratio": fd / floor.frechet_distance, "sample_s": seconds,
                       "seconds_per_image": seconds / len(labels)}
     print(f"machine: {machine()}")
-    print(f"budget {args.minutes:g} min each: ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min, "
-          f"peer {peer_steps} steps in {peer_time / 60:.1f} min (batch 128); floor FD {floor.frechet_distance:.3f}")
+    ours_line = (f"ours: {args.ours_model} (not trained in this run)" if args.ours_model
+                 else f"ours ({args.ours}) {our_steps} steps in {our_time / 60:.1f} min")
+    print(f"budget {args.minutes:g} min each: {ours_line}, peer {peer_steps} steps in {peer_time / 60:.1f} min "
+          f"(batch 128, {args.peer_precision}); floor FD {floor.frechet_distance:.3f}")
     for name, r in rows.items():
         print(f"{name:18s} DDIM 50: accuracy {r['accuracy']:.3f}, FD {r['fd']:.3f} ({r['fd_ratio']:.2f}x floor), "
               f"sampling {r['sample_s']:.1f} s for {len(labels)} images")
-    write_result("peer_quality", {"minutes": args.minutes, "ours": args.ours, "ours_steps": our_steps,
-                                  "peer_steps": peer_steps, "ours_train_s": our_time, "peer_train_s": peer_time,
-                                  "floor": floor.frechet_distance, "rows": rows})
+    write_result("peer_quality" + (f"-{our_name}" if args.ours_model else ""),
+                 {"minutes": args.minutes, "ours": args.ours_model or args.ours, "ours_steps": our_steps,
+                  "peer_steps": peer_steps, "peer_precision": args.peer_precision, "ours_train_s": our_time,
+                  "peer_train_s": peer_time, "floor": floor.frechet_distance, "rows": rows})
 
 
 if __name__ == "__main__":

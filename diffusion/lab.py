@@ -1,5 +1,6 @@
 """The work behind the Gradio app, as plain typed functions that tests call directly: live generation, the
-DDPM-vs-DDIM race, the forward-process explorer and model information. Inputs are checked by diffusion.inputs.
+DDPM-vs-DDIM race, the forward-process explorer (and the way back: denoising a noised image, DDIM inversion) and model
+information. Inputs are checked by diffusion.inputs.
 
 Streaming functions are generators yielding dataclasses; app.py only maps them onto components.
 
@@ -24,8 +25,8 @@ from torch import Tensor
 from .evaluate import SamplerSetting
 from .guidance import describe_range, make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
-from .inputs import (SEED_MAX, InputError, Limits, check_int, check_sampling, check_work, class_context, get_model,
-                     load_upload, plural, resolve_seed, show)
+from .inputs import (SEED_MAX, InputError, Limits, check_choice, check_int, check_sampling, check_work, class_context,
+                     get_model, load_upload, plural, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
 from .precision import name as precision_name
 from .registry import ModelRegistry
@@ -244,6 +245,25 @@ def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1.0
 
 
+def source_image(pipe: Pipeline, example: str | None, upload: str | None, limits: Limits) -> tuple[Tensor, int | None]:
+    """The forward tab's image, an upload or else a shipped example: (1, C, H, W) in [-1, 1] on the model's device,
+    and its class index when known (examples only)."""
+    if upload:
+        image, k = load_upload(upload, limits), None
+    elif example:
+        image, k = load_example(pipe, example)
+    else:
+        raise InputError("choose an example image or upload one")
+    return image_to_model(pipe, image).to(pipe.device), k
+
+
+def noised(pipe: Pipeline, x0: Tensor, t: int, seed: int) -> tuple[Tensor, Tensor]:
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps with eps drawn from `seed` on the CPU: (x_t, eps). The
+    forward tab and the way back share it, so the same image, t and seed give the same x_t in both."""
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    return pipe.schedule.q_sample(x0, torch.full((x0.shape[0],), t, device=pipe.device), noise), noise
+
+
 def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, example: str | None,
                     upload: str | None, t: int, seed: int, limits: Limits = Limits()) -> ForwardResult:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for a real image, the model's one-step predictions of
@@ -253,17 +273,10 @@ def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, e
     T = pipe.config.num_timesteps
     t = check_int("noise level t", t, 0, T - 1)
     seed = check_int("seed", seed, 0, SEED_MAX)
-    if upload:
-        image, k = load_upload(upload, limits), None
-    elif example:
-        image, k = load_example(pipe, example)
-    else:
-        raise InputError("choose an example image or upload one")
-    x0 = image_to_model(pipe, image).to(pipe.device)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
+    x0, k = source_image(pipe, example, upload, limits)
+    x_t, noise = noised(pipe, x0, t, seed)
     s = pipe.schedule
     tt = torch.tensor([t], device=pipe.device)
-    x_t = s.q_sample(x0, tt, noise)
     labels = None
     if pipe.class_names:
         labels = [k] if k is not None else [None]
@@ -287,6 +300,101 @@ def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, e
     gif = save_gif(frames, outputs.path("forward", ".gif"), duration_ms=60)
     return ForwardResult(grid_array(to_unit_range(x0), size), grid_array(to_unit_range(x_t), size),
                          grid_array(to_unit_range(x0_hat), size), noise_view, info, str(gif))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the way back: denoise a noised image (SDEdit), invert DDIM
+
+
+OWN_CLASS, NO_CLASS = "its own class", "no class"
+
+
+def toward_choices(pipe: Pipeline) -> list[str]:
+    """What the way back can denoise toward: the image's own class (an example's), any class, or none."""
+    return [OWN_CLASS, *pipe.class_names, NO_CLASS] if pipe.class_names else [NO_CLASS]
+
+
+def toward_labels(pipe: Pipeline, toward: str, k: int | None) -> tuple[list[int | None] | None, str]:
+    """The labels for one image and how to say them: an upload has no class of its own, so it goes unconditional."""
+    choice = check_choice("denoise toward", toward, toward_choices(pipe))
+    if not pipe.class_names:
+        return None, "unconditional"
+    if choice == OWN_CLASS:
+        return ([k], f"toward its own class, {pipe.class_names[k]}") if k is not None else (
+            [None], "with no class (an upload has no class of its own)")
+    if choice == NO_CLASS:
+        return [None], "with no class"
+    return [pipe.class_names.index(choice)], f"toward {choice}"
+
+
+@dataclass
+class BackResult:
+    image: np.ndarray
+    info: str
+
+
+def denoise_back(registry: ModelRegistry, model: str, example: str | None, upload: str | None, t: int, seed: int,
+                 sampler: str, steps: int, toward: str, guidance_scale: float,
+                 limits: Limits = Limits()) -> BackResult:
+    """SDEdit (Meng et al. 2022): the forward tab's x_t (same image, t and seed) denoised from t by `sampler`, which
+    runs t and then the timesteps of its `steps`-step run below t (DDIM and DPM-Solver++ deterministically, eta 0).
+    A low t keeps the image, a high one keeps only its rough layout, and a class other than the image's own steers
+    what the noise erased."""
+    pipe = get_model(registry, model, limits)
+    T = pipe.config.num_timesteps
+    t = check_int("noise level t", t, 0, T - 1)
+    seed = check_int("seed", seed, 0, SEED_MAX)
+    sampler, steps, _, guidance_scale = check_sampling(pipe, sampler, steps, 0.0, guidance_scale)
+    plan = pipe.plan(sampler, steps, t_start=t)
+    check_work(pipe, 1, len(plan), guidance_scale, limits)
+    x0, k = source_image(pipe, example, upload, limits)
+    labels, how = toward_labels(pipe, toward, k)
+    x_t, _ = noised(pipe, x0, t, seed)
+    start = time.perf_counter()
+    out = pipe.generate(labels, n=1 if labels is None else None, sampler=sampler, steps=steps, eta=0.0,
+                        guidance_scale=guidance_scale, x_T=x_t, t_start=t, seed=seed)
+    seconds = time.perf_counter() - start
+    change = float((out * 2 - 1 - x0).abs().mean()) * 127.5
+    info = (f"**{sampler.upper()} from t = {t}** {how}, guidance {guidance_scale:g}: {plural(len(plan), 'step')} "
+            f"(t = {t}, then the timesteps of a {steps}-step run below it) in {seconds:.2f} s. The result differs "
+            f"from the original image by {change:.1f} grey levels (of 255) on average.")
+    return BackResult(grid_array(out, limits.display_size // 2), info)
+
+
+@dataclass
+class RoundTripResult:
+    noise: np.ndarray  # the inverted x_T, shown as (x_T / 3 + 1) / 2
+    reconstruction: np.ndarray
+    info: str
+
+
+def ddim_round_trip(registry: ModelRegistry, model: str, example: str | None, upload: str | None, steps: int,
+                    toward: str, seed: int, limits: Limits = Limits()) -> RoundTripResult:
+    """DDIM inversion: the image run up DDIM's deterministic path to the noise x_T it comes from, then DDIM from that
+    x_T back down, with the plain conditional model (guidance 1, which inverts best). The reconstruction error is
+    set against DDIM from fresh noise (`seed`) with the same class: what the inversion recovered."""
+    pipe = get_model(registry, model, limits)
+    steps = check_int("steps", steps, 2, pipe.config.num_timesteps)
+    seed = check_int("seed", seed, 0, SEED_MAX)
+    check_work(pipe, 1, 3 * steps, 1.0, limits, steps_name="step (x 3: up, down, and down from fresh noise)")
+    x0, k = source_image(pipe, example, upload, limits)
+    labels, how = toward_labels(pipe, toward, k)
+    run = dict(n=1 if labels is None else None, sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0)
+    start = time.perf_counter()
+    x_T = pipe.invert(to_unit_range(x0), labels, steps=steps, guidance_scale=1.0)
+    back = pipe.generate(labels, x_T=x_T, **run)
+    seconds = time.perf_counter() - start
+    fresh = pipe.generate(labels, seed=seed, **run)
+    err, err_fresh = (float((y * 2 - 1 - x0).abs().mean()) * 127.5 for y in (back, fresh))
+    size = limits.display_size // 2
+    info = (f"**DDIM inversion, {steps} steps** {how}, guidance 1: {plural(steps - 1, 'network call')} from the image "
+            f"up to x_T (mean {float(x_T.mean()):+.2f}, standard deviation {float(x_T.std()):.2f}, against 0 and 1 for "
+            f"the noise sampling starts from: the image's layout survives in it), "
+            f"then DDIM {steps} from that x_T back down, {seconds:.2f} s in all. The reconstruction is off by "
+            f"{err:.1f} grey levels (of 255) on average; DDIM from fresh noise (seed {seed}) with the same class "
+            f"lands {err_fresh:.1f} away. DDPM cannot do this: every one of its steps adds fresh noise, so no single "
+            f"x_T leads to a given image.")
+    return RoundTripResult(grid_array(((x_T / 3 + 1) / 2).clamp(0, 1), size), grid_array(back, size), info)
 
 
 # ---------------------------------------------------------------------------------------------------------------

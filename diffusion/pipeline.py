@@ -23,7 +23,8 @@ from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
 from .precision import resolve
-from .samplers import Callback, Denoiser, ReversePlan, StepInfo, iter_sample, make_plan, sample
+from .samplers import (Callback, Denoiser, ReversePlan, StepInfo, ddim_inversion_plan, iter_sample, make_plan, sample,
+                       timesteps)
 from .schedules import NoiseSchedule
 from .unet import UNet, forward_flops
 
@@ -161,19 +162,32 @@ class Pipeline:
             generator = torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         return torch.randn((n, *self.image_shape), generator=generator).to(self.device)
 
-    def plan(self, sampler: str, steps: int, spacing: str | None = None, eta: float = 0.0) -> ReversePlan:
-        """The sampler's per-step constants: DDIM takes the model's tuned grid for this step count (config
-        sampling.tuned_timesteps, from diffusion.tune_steps) unless a spacing is given; otherwise the timesteps
-        follow `spacing` (None = the model's)."""
+    def timesteps(self, sampler: str, steps: int, spacing: str | None = None) -> list[int]:
+        """The increasing timesteps a `steps`-step run visits: DDIM takes the model's tuned grid for this step count
+        (config sampling.tuned_timesteps, from diffusion.tune_steps) unless a spacing is given; otherwise they follow
+        `spacing` (None = the model's)."""
         d = self.config.sampling
         grid = (d.tuned_timesteps or {}).get(str(steps)) if sampler == "ddim" and spacing is None else None
-        return make_plan(sampler, self.schedule, steps, d.spacing if spacing is None else spacing, eta, grid)
+        return list(grid) if grid else timesteps(self.config.num_timesteps, steps,
+                                                 d.spacing if spacing is None else spacing)
+
+    def plan(self, sampler: str, steps: int, spacing: str | None = None, eta: float = 0.0,
+             t_start: int | None = None) -> ReversePlan:
+        """The sampler's per-step constants over `timesteps(sampler, steps, spacing)`. t_start: start the chain at
+        that timestep instead (x given at t_start): it runs t_start, then the run's timesteps below it."""
+        ts = self.timesteps(sampler, steps, spacing)
+        if t_start is not None:
+            T = self.config.num_timesteps
+            if not isinstance(t_start, int) or isinstance(t_start, bool) or not 0 <= t_start < T:
+                raise ValueError(f"t_start must be an integer timestep in [0, {T - 1}], got {t_start!r}")
+            ts = [t for t in ts if t < t_start] + [t_start]
+        return make_plan(sampler, self.schedule, len(ts), "trailing", eta, ts)
 
     def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                 steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
                 spacing: str | None = None, guidance_interval: tuple[int, int] | list[int] | None = None,
-                seed: int | None = None,
-                x_T: Tensor | None = None) -> tuple[Denoiser, Tensor, ReversePlan, torch.Generator]:
+                seed: int | None = None, x_T: Tensor | None = None,
+                t_start: int | None = None) -> tuple[Denoiser, Tensor, ReversePlan, torch.Generator]:
         """Validate the arguments of `generate` and build what the sampling loop needs:
         (denoiser, x_T (N, C, H, W) on the device, plan, generator)."""
         d = self.config.sampling
@@ -187,7 +201,9 @@ class Pipeline:
             interval = check_guidance_interval(interval, self.config.num_timesteps)
         if not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        plan = self.plan(sampler, steps, spacing, eta)
+        plan = self.plan(sampler, steps, spacing, eta, t_start)
+        if t_start is not None and x_T is None:
+            raise ValueError("t_start needs x_T: the state at t_start to denoise from (e.g. Pipeline.add_noise)")
 
         context = self.context(labels) if labels is not None else None
         if context is None and self.config.num_classes > 0:
@@ -216,7 +232,8 @@ class Pipeline:
     def generate(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
                  steps: int | None = None, eta: float | None = None, guidance_scale: float | None = None,
                  spacing: str | None = None, guidance_interval: tuple[int, int] | list[int] | None = None,
-                 seed: int | None = None, x_T: Tensor | None = None, callback: Callback | None = None) -> Tensor:
+                 seed: int | None = None, x_T: Tensor | None = None, t_start: int | None = None,
+                 callback: Callback | None = None) -> Tensor:
         """Sample images, (N, C, H, W) float in [0, 1].
 
         labels: class indices (None/-1 = no class) or (N, K) context vectors (mixes of classes); for an
@@ -226,15 +243,63 @@ class Pipeline:
         guidance_interval (t_lo, t_hi) if one is given or saved, else at all; spacing picks the timesteps
         (samplers.timesteps; left out, DDIM uses the model's tuned grid for this step count if it has one); seed
         makes the starting noise and every sampling step reproducible; x_T (N, C, H, W) overrides the starting noise;
-        callback(StepInfo) is called after every step (x_t and x0 in model range [-1, 1]). Arguments left out take
-        the defaults saved in config.json (eta only with the saved sampler: another sampler's eta defaults to 0).
+        t_start starts the chain at that timestep from x_T taken as x_{t_start} (SDEdit, Meng et al. 2022: a real
+        image noised by `add_noise` comes back as a new sample that keeps what the noise left of it), running
+        t_start and then the timesteps of the `steps`-step run below it; callback(StepInfo) is called after every
+        step (x_t and x0 in model range [-1, 1]). Arguments left out take the defaults saved in config.json (eta
+        only with the saved sampler: another sampler's eta defaults to 0).
         """
         denoise, x_T, plan, generator = self.prepare(labels, n=n, sampler=sampler, steps=steps, eta=eta,
                                                      guidance_scale=guidance_scale, spacing=spacing,
-                                                     guidance_interval=guidance_interval, seed=seed, x_T=x_T)
+                                                     guidance_interval=guidance_interval, seed=seed, x_T=x_T,
+                                                     t_start=t_start)
         with torch.inference_mode():
             x0 = sample(denoise, x_T, plan, generator=generator, callback=callback)
         return to_unit_range(x0)
+
+    def add_noise(self, images: Tensor, t: int, seed: int | None = None) -> Tensor:
+        """The forward process q(x_t | x_0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I) (Ho et al. eq. 4) for
+        images (N, C, H, W) in [0, 1]: x_t (N, C, H, W) in model range, with noise drawn on the CPU from `seed`."""
+        T = self.config.num_timesteps
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < T:
+            raise ValueError(f"t must be an integer timestep in [0, {T - 1}], got {t!r}")
+        x0 = self.images_to_model(images)
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(
+            seed if seed is not None else fresh_seed())).to(self.device)
+        return self.schedule.q_sample(x0, torch.full((x0.shape[0],), t, device=self.device), noise)
+
+    def images_to_model(self, images: Tensor) -> Tensor:
+        """(N, C, H, W) images in [0, 1] of this model's shape -> model range [-1, 1] on the device."""
+        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must have shape (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("images must be finite")
+        return images.to(self.device, torch.float32) * 2 - 1
+
+    def invert(self, images: Tensor, labels: Labels | None = None, *, steps: int = 50,
+               guidance_scale: float = 1.0, spacing: str | None = None,
+               guidance_interval: tuple[int, int] | list[int] | None = None,
+               callback: Callback | None = None) -> Tensor:
+        """DDIM inversion (`samplers.ddim_inversion_plan`): the noise x_T (N, C, H, W) from which deterministic DDIM
+        with the same steps, spacing, guidance and labels draws (approximately) these images (N, C, H, W) in
+        [0, 1]. steps - 1 network calls. Guidance above 1 makes the inversion drift (each step's prediction stands
+        in for the one at the next, unknown state, and guidance amplifies the difference; Mokady et al. 2023, sec.
+        3): 1, the plain conditional model, inverts best.
+
+            x_T = pipe.invert(images, labels, steps=50)
+            again = pipe.generate(labels, sampler="ddim", eta=0, steps=50, guidance_scale=1, x_T=x_T)
+        """
+        x0 = self.images_to_model(images)
+        n = x0.shape[0]
+        denoise, noise, _, _ = self.prepare(labels, n=n if labels is None else None, sampler="ddim", steps=steps,
+                                            eta=0.0, guidance_scale=guidance_scale, spacing=spacing,
+                                            guidance_interval=guidance_interval, seed=0)
+        if noise.shape[0] != n:
+            raise ValueError(f"{n} images need {n} labels, got {noise.shape[0]}")
+        plan = ddim_inversion_plan(self.schedule, self.timesteps("ddim", steps, spacing))
+        with torch.inference_mode():
+            return sample(denoise, x0.clone(), plan, callback=callback)
 
     def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
         """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last

@@ -13,6 +13,8 @@ the one-step samplers DDPM and DDIM). The timesteps come from `timesteps()`, and
 that list (never derived from a stride); after the last model call the chain reaches t_prev = -1, clean data, with
 alpha_bar_{-1} = 1.
 
+`ddim_inversion_plan` runs the same loop the other way, from data towards noise.
+
 Usage: x0 = ddim(denoise, torch.randn(16, 1, 28, 28, generator=g), schedule, steps=50, eta=0.0, generator=g)
 """
 
@@ -39,7 +41,7 @@ class StepInfo:
     index: int  # 0-based step number
     num_steps: int
     t: int  # timestep the model was evaluated at
-    t_prev: int  # timestep reached by this step (-1 = clean data)
+    t_prev: int  # timestep reached by this step (-1 = clean data; above t in a DDIM inversion)
     x_t: Tensor  # (B, C, H, W) the input of this step
     x0: Tensor  # (B, C, H, W) the model's prediction of the clean image at this step
     x_prev: Tensor  # (B, C, H, W) the output of this step
@@ -77,6 +79,13 @@ def timesteps(T: int, steps: int, spacing: Spacing = "trailing") -> list[int]:
     return ts
 
 
+def plan_timesteps(schedule: NoiseSchedule, steps: int, spacing: Spacing, grid: list[int] | None) -> list[int]:
+    """The increasing timesteps a plan visits: `grid` if given (checked: `steps` increasing integers in [0, T-1]),
+    else `steps` of them by `spacing`."""
+    T = schedule.num_timesteps
+    return timesteps(T, steps, spacing) if grid is None else check_grid(grid, T, steps)
+
+
 def time_pairs(ts: list[int]) -> list[tuple[int, int]]:
     """Increasing timesteps -> the (t, t_prev) pairs in sampling order, the last one (ts[0], -1)."""
     return [(ts[i], ts[i - 1] if i > 0 else -1) for i in reversed(range(len(ts)))]
@@ -97,16 +106,17 @@ class ReversePlan:
         return len(self.pairs)
 
 
-def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacing = "trailing") -> ReversePlan:
+def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacing = "trailing",
+              grid: list[int] | None = None) -> ReversePlan:
     """Ancestral sampling from the posterior q(x_{t_prev} | x_t, x0_hat) of the schedule respaced to the kept
     timesteps (`NoiseSchedule.respace`); steps=None or T is the original DDPM chain.
 
     Ho et al. eq. 7 with the respaced beta'_i: mean = coef1_i x0 + coef2_i x_t, variance = beta~_i (the "fixed small"
     choice, sigma^2 = beta~). Substituting x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps gives
     coef_x0 = coef1 + coef2 sqrt(alpha_bar_t), coef_eps = coef2 sqrt(1 - alpha_bar_t).
+    grid: explicit timesteps (`steps` of them, increasing) instead of `spacing`.
     """
-    T = schedule.num_timesteps
-    ts = timesteps(T, T if steps is None else steps, spacing)
+    ts = plan_timesteps(schedule, schedule.num_timesteps if steps is None else steps, spacing, grid)
     respaced = schedule.respace(ts)  # index i of `respaced` is original timestep ts[i]
     coef_x0, coef_eps, sigma = [], [], []
     for i in reversed(range(len(ts))):
@@ -135,8 +145,7 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
     grid: explicit timesteps (`steps` of them, increasing) instead of `spacing`, e.g. a model's tuned grid.
     """
     check_eta(eta, "0 = deterministic DDIM, 1 = DDPM-like")
-    ts = (timesteps(schedule.num_timesteps, steps, spacing) if grid is None
-          else check_grid(grid, schedule.num_timesteps, steps))
+    ts = plan_timesteps(schedule, steps, spacing, grid)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     coef_x0, coef_eps, sigma = [], [], []
     for t, t_prev in time_pairs(ts):
@@ -152,7 +161,7 @@ def ddim_plan(schedule: NoiseSchedule, steps: int = 50, spacing: Spacing = "trai
 
 
 def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacing = "trailing",
-                       eta: float = 0.0) -> ReversePlan:
+                       eta: float = 0.0, grid: list[int] | None = None) -> ReversePlan:
     """DPM-Solver++(2M), Lu et al. Algorithm 2, in terms of alpha_t = sqrt(alpha_bar_t), sigma_t =
     sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t). From t (lambda) to t_prev (lambda'), h = lambda' -
     lambda, with D the data prediction:
@@ -173,9 +182,10 @@ def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacin
     i.e. coef_x0 = alpha', coef_eps = sigma' e^(-eta h), noise sigma' sqrt(1 - e^(-2 eta h)) (so coef_eps^2 +
     noise^2 = sigma'^2: each step keeps the marginal's variance) and the correction alpha' (1 - e^-h_eta) / 2r
     (x0_hat - x0_hat_last). Its first-order step at eta = 1 is the DDPM posterior step (DDIM eta 1).
+    grid: explicit timesteps (`steps` of them, increasing) instead of `spacing`.
     """
     check_eta(eta, "0 = the ODE solver, 1 = the SDE solver")
-    ts = timesteps(schedule.num_timesteps, steps, spacing)
+    ts = plan_timesteps(schedule, steps, spacing, grid)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
     pairs = time_pairs(ts)
     coef_x0, coef_eps, noise, coef_last = [], [], [], []
@@ -199,6 +209,30 @@ def dpm_solver_pp_plan(schedule: NoiseSchedule, steps: int = 20, spacing: Spacin
             coef_last[-1] = -c
         h_last = h
     return ReversePlan("dpm++", pairs, coef_x0, coef_eps, noise, coef_last)
+
+
+def ddim_inversion_plan(schedule: NoiseSchedule, ts: list[int]) -> ReversePlan:
+    """DDIM inversion: the deterministic DDIM path (eq. 12, eta = 0; the ODE of eq. 13) run from data towards noise,
+    which a stochastic sampler cannot do (Song et al. 2021, sec. 5.4, "reconstruction from latent space"). Solving
+    the DDIM step t -> s (s < t) for the noisier state needs the prediction at x_t, which is not known yet; the
+    standard approximation takes the prediction at the current state instead:
+
+        x_t = sqrt(alpha_bar_t) x0_hat(x_s, s) + sqrt(1 - alpha_bar_t) eps_hat(x_s, s).
+
+    ts: the increasing timesteps of the DDIM run to invert (at least 2). The clean image stands in for x at ts[0]
+    (nearly clean for grids that start near t = 0; the error this leaves shrinks with the steps, as a test on
+    Gaussian data shows), then each step reaches the next timestep, so the plan makes len(ts) - 1 network calls
+    and ends at ts[-1], where `ddim_plan` on the same timesteps starts.
+    In a plan's (t, t_prev) pairs t is where the network is evaluated and t_prev the timestep reached.
+    """
+    if len(ts) < 2:
+        raise ValueError("DDIM inversion needs at least 2 timesteps (one jump from data towards noise)")
+    ts = check_grid(ts, schedule.num_timesteps)
+    ab = schedule.alphas_cumprod.to("cpu", torch.float64)
+    pairs = list(zip(ts[:-1], ts[1:]))
+    coef_x0 = [math.sqrt(float(ab[t_next])) for _, t_next in pairs]
+    coef_eps = [math.sqrt(1.0 - float(ab[t_next])) for _, t_next in pairs]
+    return ReversePlan("ddim-inversion", pairs, coef_x0, coef_eps, [0.0] * len(pairs))
 
 
 def iter_sample(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, *,
@@ -258,15 +292,14 @@ def dpm_solver_pp(denoise: Denoiser, x_T: Tensor, schedule: NoiseSchedule, *, st
 
 def make_plan(sampler: str, schedule: NoiseSchedule, steps: int, spacing: Spacing = "trailing",
               eta: float = 0.0, grid: list[int] | None = None) -> ReversePlan:
-    """The plan of a named sampler (eta applies to DDIM and DPM-Solver++, an explicit timestep grid to DDIM)."""
-    if grid is not None and sampler != "ddim":
-        raise ValueError(f"an explicit timestep grid is a DDIM setting, not {sampler!r}'s")
+    """The plan of a named sampler (eta applies to DDIM and DPM-Solver++; an explicit timestep grid, `steps` of them,
+    replaces the spacing)."""
     if sampler == "ddpm":
-        return ddpm_plan(schedule, steps, spacing)
+        return ddpm_plan(schedule, steps, spacing, grid)
     if sampler == "ddim":
         return ddim_plan(schedule, steps, spacing, eta, grid)
     if sampler == "dpm++":
-        return dpm_solver_pp_plan(schedule, steps, spacing, eta)
+        return dpm_solver_pp_plan(schedule, steps, spacing, eta, grid)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLER_NAMES}")
 
 

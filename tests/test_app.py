@@ -43,7 +43,8 @@ def generate(client, **overrides):
 
 def test_endpoints_are_named(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/generate", "/compare", "/forward", "/select_model", "/load_model"} <= names
+    assert {"/generate", "/compare", "/forward", "/denoise_back", "/round_trip", "/select_model",
+            "/load_model"} <= names
 
 
 def test_generate_over_http(client):
@@ -78,6 +79,15 @@ def test_forward_over_http(client, tmp_path):
     assert "no class context" in info
 
 
+def test_the_way_back_over_http(client):
+    image, info = client.predict("tiny", "class 2 #1", None, 25, 0, "ddim", 10, "its own class", 2.0,
+                                 api_name="/denoise_back")
+    assert "DDIM from t = 25" in info and "toward its own class, class 2" in info and Image.open(image).size[0] > 20
+    noise, back, info = client.predict("tiny", "class 2 #1", None, 6, "class 0", 0, api_name="/round_trip")
+    assert "DDIM inversion, 6 steps" in info and "toward class 0" in info
+    assert Image.open(noise).size == Image.open(back).size
+
+
 def test_select_model_over_http(client):
     info, class_a, *_ = client.predict("tiny", api_name="/select_model")
     assert "3 classes" in info
@@ -92,8 +102,8 @@ def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
     config = load_config(root / "tiny")
     config.sampling.sampler, config.sampling.eta = "dpm++", 0.5
     config.to_json_file(root / "tiny" / "config.json")
-    *_, sampler, eta = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
-    assert (sampler.value, eta.value) == ("dpm++", 0.5)
+    *_, sampler, eta, toward = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
+    assert (sampler.value, eta.value, toward.value) == ("dpm++", 0.5, "its own class")
     handlers = Handlers(ModelRegistry(root, precision="fp32"))
     # Switching to another sampler starts it deterministic; back to the saved one restores its eta.
     assert handlers.sampler_noise("tiny", "ddim").value == 0.0

@@ -26,6 +26,9 @@ GENERATE = dict(model="tiny", sampler="ddim", steps=4, eta=0.0, guidance_scale=2
 COMPARE = dict(model="tiny", ddpm_steps=10, ddim_steps=4, eta=0.0, guidance_scale=2.0, seed=5, random_seed=False,
                num_images=2, class_mode="class", class_a="class 1", class_b="class 2", mix=0.5)
 FORWARD = dict(model="tiny", example="class 1 #0", upload=None, t=10, seed=0)
+BACK = dict(model="tiny", example="class 1 #0", upload=None, t=10, seed=0, sampler="ddim", steps=5,
+            toward="its own class", guidance_scale=2.0)
+TRIP = dict(model="tiny", example="class 1 #0", upload=None, steps=5, toward="its own class", seed=0)
 
 
 def start(root, **kwargs):
@@ -106,6 +109,13 @@ BAD = [
     ("/forward", FORWARD, dict(t="late")), ("/forward", FORWARD, dict(example="no such image")),
     ("/forward", FORWARD, dict(example=None)), ("/forward", FORWARD, dict(seed=-2)),
     ("/forward", FORWARD, dict(model="x/" + "y" * 200)),
+    # /denoise_back and /round_trip
+    ("/denoise_back", BACK, dict(t=50)), ("/denoise_back", BACK, dict(t=-5)), ("/denoise_back", BACK, dict(steps=0)),
+    ("/denoise_back", BACK, dict(sampler="heun")), ("/denoise_back", BACK, dict(toward="dragon")),
+    ("/denoise_back", BACK, dict(toward=None)), ("/denoise_back", BACK, dict(guidance_scale=-3)),
+    ("/denoise_back", BACK, dict(example=None)), ("/round_trip", TRIP, dict(steps=1)),
+    ("/round_trip", TRIP, dict(steps=10**9)), ("/round_trip", TRIP, dict(toward="")),
+    ("/round_trip", TRIP, dict(seed=-1)), ("/round_trip", TRIP, dict(example="class 9 #9")),
 ]
 
 
