@@ -132,7 +132,8 @@ class Handlers:
                 pd.DataFrame(rows) if rows else None,
                 gr.Radio(value=d.sampler),  # the sampler and noise the model evaluated best with (config.json)
                 gr.Slider(value=d.eta),
-                gr.Dropdown(choices=lab.toward_choices(pipe), value=lab.toward_choices(pipe)[0]))
+                gr.Dropdown(choices=lab.toward_choices(pipe), value=lab.toward_choices(pipe)[0]),
+                gr.Slider(maximum=T, value=min(50, T)))
 
     def sampler_noise(self, model: str, sampler: str):
         """A sampler picked by the user brings its own eta: the model's saved one for the model's saved sampler,
@@ -290,7 +291,7 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                         gr.Markdown(ABOUT, latex_delimiters=[])
 
         model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart, sampler,
-                         eta, toward]
+                         eta, toward, back_steps]
         select = user_errors(h.select_model)
         model.change(select, [model], model_outputs, api_name="select_model")
         load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")

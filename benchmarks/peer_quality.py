@@ -14,7 +14,7 @@ that model's training took on this machine. `--peer-precision fp32` trains and s
 for CPUs where bf16 is the slower choice.
 
 Usage: python benchmarks/peer_quality.py [--minutes 20] [--ours fast|default] [--save-ours runs/fmnist-fast]
-       python benchmarks/peer_quality.py --ours-model checkpoints/fashion-mnist-fast-gd --minutes 48 \
+       python benchmarks/peer_quality.py --ours-model checkpoints/fashion-mnist-fast-gd --minutes 49 \
            --peer-precision fp32
 """
 
@@ -38,6 +38,7 @@ from diffusion.classifier import load_classifier  # noqa: E402
 from diffusion.data import load_dataset  # noqa: E402
 from diffusion.evaluate import balanced_subset, frechet_distance, real_floor, score  # noqa: E402
 from diffusion.images import to_uint8  # noqa: E402
+from diffusion.precision import name as precision_name  # noqa: E402
 from diffusion.training import TrainConfig, Trainer  # noqa: E402
 
 
@@ -157,8 +158,11 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:18s} DDIM 50: accuracy {r['accuracy']:.3f}, FD {r['fd']:.3f} ({r['fd_ratio']:.2f}x floor), "
               f"sampling {r['sample_s']:.1f} s for {len(labels)} images")
+    d = ours.config.sampling
+    our_grid = "tuned" if d.tuned_timesteps and "50" in d.tuned_timesteps else d.spacing
     write_result("peer_quality" + (f"-{our_name}" if args.ours_model else ""),
                  {"minutes": args.minutes, "ours": args.ours_model or args.ours, "ours_steps": our_steps,
+                  "ours_precision": precision_name(ours.autocast_dtype), "ours_ddim50_timesteps": our_grid,
                   "peer_steps": peer_steps, "peer_precision": args.peer_precision, "ours_train_s": our_time,
                   "peer_train_s": peer_time, "floor": floor.frechet_distance, "rows": rows})
 

@@ -139,10 +139,12 @@ def plural(n: int, word: str) -> str:
 
 
 def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, limits: Limits, *,
-               fixed_steps: int = 0, fixed_name: str = "", steps_name: str = "step") -> None:
+               fixed_steps: int = 0, fixed_name: str = "", steps_name: str = "step", runs: int = 1,
+               runs_name: str = "") -> None:
     """Work = network FLOPs: images x steps x FLOPs per pass, twice per step when a class-conditional model guides
     (conditional + unconditional). `fixed_steps` are steps the request adds that the user does not set (the
-    comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them."""
+    comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them. A
+    request that runs the user's steps `runs` times (`runs_name` says which) is charged for each run."""
     # an upper bound when the model guides over an interval only
     passes = passes_per_guided_step(guidance_scale, pipe.config.num_classes > 0, pipe.config.unet.guidance_range)
     cap = limits.max_tflop * 1e12
@@ -152,12 +154,14 @@ def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, l
                          f"{passes * pipe.flops_per_image / 1e12:,.1f} TFLOP, over the cap of {limits.max_tflop:g} "
                          f"TFLOP per request")
     per_step = images * passes * pipe.flops_per_image  # one step over the whole batch
-    flops = (steps + fixed_steps) * per_step
+    flops = (runs * steps + fixed_steps) * per_step
     if flops <= cap:
         return
     counted = (f"({plural(steps, steps_name)} + {fixed_steps} for {fixed_name})" if fixed_steps
                else plural(steps, steps_name))
-    most = int(cap // per_step) - fixed_steps
+    if runs > 1:
+        counted += f" x {runs} runs ({runs_name})"
+    most = (int(cap // per_step) - fixed_steps) // runs
     advice = (f"with this model, at most {plural(most, steps_name)} for {plural(images, 'image')}" if most >= 1
               else f"with this model, {plural(images, 'image')} leave no room for even one {steps_name}")
     raise InputError(f"{plural(images, 'image')} x {counted}{guided} x "

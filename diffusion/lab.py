@@ -337,7 +337,8 @@ def denoise_back(registry: ModelRegistry, model: str, example: str | None, uploa
                  sampler: str, steps: int, toward: str, guidance_scale: float,
                  limits: Limits = Limits()) -> BackResult:
     """SDEdit (Meng et al. 2022): the forward tab's x_t (same image, t and seed) denoised from t by `sampler`, which
-    runs t and then the timesteps of its `steps`-step run below t (DDIM and DPM-Solver++ deterministically, eta 0).
+    runs t and then the timesteps of its `steps`-step run below t (`Pipeline.plan`; DDIM and DPM-Solver++
+    deterministically, eta 0; without a class, unguided).
     A low t keeps the image, a high one keeps only its rough layout, and a class other than the image's own steers
     what the noise erased."""
     pipe = get_model(registry, model, limits)
@@ -346,17 +347,20 @@ def denoise_back(registry: ModelRegistry, model: str, example: str | None, uploa
     seed = check_int("seed", seed, 0, SEED_MAX)
     sampler, steps, _, guidance_scale = check_sampling(pipe, sampler, steps, 0.0, guidance_scale)
     plan = pipe.plan(sampler, steps, t_start=t)
-    check_work(pipe, 1, len(plan), guidance_scale, limits)
     x0, k = source_image(pipe, example, upload, limits)
     labels, how = toward_labels(pipe, toward, k)
+    if labels is None or labels == [None]:  # no class: guidance would mix two identical passes
+        guidance_scale = 1.0
+    check_work(pipe, 1, len(plan), guidance_scale, limits)
     x_t, _ = noised(pipe, x0, t, seed)
     start = time.perf_counter()
+    # DDPM's fresh noise must not be the noise in x_t: the sampler's generator gets the next seed, not x_t's
     out = pipe.generate(labels, n=1 if labels is None else None, sampler=sampler, steps=steps, eta=0.0,
-                        guidance_scale=guidance_scale, x_T=x_t, t_start=t, seed=seed)
+                        guidance_scale=guidance_scale, x_T=x_t, t_start=t, seed=(seed + 1) % (SEED_MAX + 1))
     seconds = time.perf_counter() - start
     change = float((out * 2 - 1 - x0).abs().mean()) * 127.5
     info = (f"**{sampler.upper()} from t = {t}** {how}, guidance {guidance_scale:g}: {plural(len(plan), 'step')} "
-            f"(t = {t}, then the timesteps of a {steps}-step run below it) in {seconds:.2f} s. The result differs "
+            f"down from t = {t} on the timesteps of a {steps}-step run, in {seconds:.2f} s. The result differs "
             f"from the original image by {change:.1f} grey levels (of 255) on average.")
     return BackResult(grid_array(out, limits.display_size // 2), info)
 
@@ -376,7 +380,7 @@ def ddim_round_trip(registry: ModelRegistry, model: str, example: str | None, up
     pipe = get_model(registry, model, limits)
     steps = check_int("steps", steps, 2, pipe.config.num_timesteps)
     seed = check_int("seed", seed, 0, SEED_MAX)
-    check_work(pipe, 1, 3 * steps, 1.0, limits, steps_name="step (x 3: up, down, and down from fresh noise)")
+    check_work(pipe, 1, steps, 1.0, limits, runs=3, runs_name="up to noise, down, and down from fresh noise")
     x0, k = source_image(pipe, example, upload, limits)
     labels, how = toward_labels(pipe, toward, k)
     run = dict(n=1 if labels is None else None, sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0)
@@ -387,7 +391,7 @@ def ddim_round_trip(registry: ModelRegistry, model: str, example: str | None, up
     fresh = pipe.generate(labels, seed=seed, **run)
     err, err_fresh = (float((y * 2 - 1 - x0).abs().mean()) * 127.5 for y in (back, fresh))
     size = limits.display_size // 2
-    info = (f"**DDIM inversion, {steps} steps** {how}, guidance 1: {plural(steps - 1, 'network call')} from the image "
+    info = (f"**DDIM inversion, {steps} steps** {how}, guidance 1: {plural(steps, 'network call')} from the image "
             f"up to x_T (mean {float(x_T.mean()):+.2f}, standard deviation {float(x_T.std()):.2f}, against 0 and 1 for "
             f"the noise sampling starts from: the image's layout survives in it), "
             f"then DDIM {steps} from that x_T back down, {seconds:.2f} s in all. The reconstruction is off by "

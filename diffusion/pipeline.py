@@ -167,20 +167,26 @@ class Pipeline:
         (config sampling.tuned_timesteps, from diffusion.tune_steps) unless a spacing is given; otherwise they follow
         `spacing` (None = the model's)."""
         d = self.config.sampling
+        ts = timesteps(self.config.num_timesteps, steps, d.spacing if spacing is None else spacing)  # checks steps
         grid = (d.tuned_timesteps or {}).get(str(steps)) if sampler == "ddim" and spacing is None else None
-        return list(grid) if grid else timesteps(self.config.num_timesteps, steps,
-                                                 d.spacing if spacing is None else spacing)
+        return list(grid) if grid else ts
 
     def plan(self, sampler: str, steps: int, spacing: str | None = None, eta: float = 0.0,
              t_start: int | None = None) -> ReversePlan:
         """The sampler's per-step constants over `timesteps(sampler, steps, spacing)`. t_start: start the chain at
-        that timestep instead (x given at t_start): it runs t_start, then the run's timesteps below it."""
+        that timestep instead (x given at t_start): it runs t_start, then the run's timesteps below it. A grid point
+        less than half its stride below t_start is left out, so that no step is a sliver: a near-empty first step
+        wastes a network call, and in DPM-Solver++(2M) it makes the next step's ratio r = h_last / h tiny and its
+        second-order weight 1 / 2r huge."""
         ts = self.timesteps(sampler, steps, spacing)
         if t_start is not None:
-            T = self.config.num_timesteps
-            if not isinstance(t_start, int) or isinstance(t_start, bool) or not 0 <= t_start < T:
-                raise ValueError(f"t_start must be an integer timestep in [0, {T - 1}], got {t_start!r}")
-            ts = [t for t in ts if t < t_start] + [t_start]
+            t_start = check_timestep("t_start", t_start, self.config.num_timesteps)
+            below, above = [t for t in ts if t < t_start], [t for t in ts if t >= t_start]
+            if below:
+                stride = (above[0] if above else self.config.num_timesteps) - below[-1]
+                if t_start - below[-1] < stride / 2:
+                    below.pop()
+            ts = below + [t_start]
         return make_plan(sampler, self.schedule, len(ts), "trailing", eta, ts)
 
     def prepare(self, labels: Labels | None = None, *, n: int | None = None, sampler: str | None = None,
@@ -259,23 +265,27 @@ class Pipeline:
 
     def add_noise(self, images: Tensor, t: int, seed: int | None = None) -> Tensor:
         """The forward process q(x_t | x_0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I) (Ho et al. eq. 4) for
-        images (N, C, H, W) in [0, 1]: x_t (N, C, H, W) in model range, with noise drawn on the CPU from `seed`."""
-        T = self.config.num_timesteps
-        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < T:
-            raise ValueError(f"t must be an integer timestep in [0, {T - 1}], got {t!r}")
+        images (N, C, H, W) in [0, 1]: x_t (N, C, H, W) in model range, with noise drawn on the CPU from `seed`.
+        A stochastic sampler that continues from x_t needs another seed: with the same one, its first step's noise
+        would be this noise again."""
+        t = check_timestep("t", t, self.config.num_timesteps)
         x0 = self.images_to_model(images)
         noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(
             seed if seed is not None else fresh_seed())).to(self.device)
         return self.schedule.q_sample(x0, torch.full((x0.shape[0],), t, device=self.device), noise)
 
     def images_to_model(self, images: Tensor) -> Tensor:
-        """(N, C, H, W) images in [0, 1] of this model's shape -> model range [-1, 1] on the device."""
+        """(N, C, H, W) float images in [0, 1] of this model's shape (what `generate` returns) -> model range
+        [-1, 1] on the device."""
+        if not isinstance(images, Tensor) or not images.dtype.is_floating_point:
+            got = f"a tensor of {images.dtype}" if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"images must be a float tensor with values in [0, 1] (as generate returns), got {got}")
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"images must have shape (N, {', '.join(map(str, self.image_shape))}), "
                              f"got {tuple(images.shape)}")
-        if not torch.isfinite(images).all():
-            raise ValueError("images must be finite")
-        return images.to(self.device, torch.float32) * 2 - 1
+        if not torch.isfinite(images).all() or images.min() < -1e-3 or images.max() > 1 + 1e-3:
+            raise ValueError("images must hold finite values in [0, 1] (uint8 images: divide by 255 first)")
+        return images.to(self.device, torch.float32).clamp(0, 1) * 2 - 1
 
     def invert(self, images: Tensor, labels: Labels | None = None, *, steps: int = 50,
                guidance_scale: float = 1.0, spacing: str | None = None,
@@ -283,7 +293,7 @@ class Pipeline:
                callback: Callback | None = None) -> Tensor:
         """DDIM inversion (`samplers.ddim_inversion_plan`): the noise x_T (N, C, H, W) from which deterministic DDIM
         with the same steps, spacing, guidance and labels draws (approximately) these images (N, C, H, W) in
-        [0, 1]. steps - 1 network calls. Guidance above 1 makes the inversion drift (each step's prediction stands
+        [0, 1]. One network call per step. Guidance above 1 makes the inversion drift (each step's prediction stands
         in for the one at the next, unknown state, and guidance amplifies the difference; Mokady et al. 2023, sec.
         3): 1, the plain conditional model, inverts best.
 
@@ -313,6 +323,13 @@ class Pipeline:
             if info is None:
                 return
             yield info
+
+
+def check_timestep(name: str, t: object, T: int) -> int:
+    """An integer timestep in [0, T-1] (Python or NumPy integer) -> int; anything else is a ValueError."""
+    if not isinstance(t, numbers.Integral) or isinstance(t, bool) or not 0 <= t < T:
+        raise ValueError(f"{name} must be an integer timestep in [0, {T - 1}], got {t!r}")
+    return int(t)
 
 
 def fresh_seed() -> int:

@@ -9,7 +9,8 @@ Every sampler is the same loop over a precomputed ReversePlan. Each step maps th
     x_{t_prev} = coef_x0 * x0_hat + coef_eps * eps_hat + coef_x0_last * x0_hat_last + sigma * z,   z ~ N(0, I)
 
 The samplers differ only in their coefficients, which are computed once, before the loop (coef_x0_last is 0 for
-the one-step samplers DDPM and DDIM). The timesteps come from `timesteps()`, and each step's t_prev is read from
+the one-step samplers DDPM and DDIM). The timesteps come from `timesteps()` (or an explicit grid, such as a model's
+tuned one or a run started at an intermediate timestep), and each step's t_prev is read from
 that list (never derived from a stride); after the last model call the chain reaches t_prev = -1, clean data, with
 alpha_bar_{-1} = 1.
 
@@ -41,7 +42,7 @@ class StepInfo:
     index: int  # 0-based step number
     num_steps: int
     t: int  # timestep the model was evaluated at
-    t_prev: int  # timestep reached by this step (-1 = clean data; above t in a DDIM inversion)
+    t_prev: int  # timestep reached by this step (-1 = clean data; at or above t in a DDIM inversion)
     x_t: Tensor  # (B, C, H, W) the input of this step
     x0: Tensor  # (B, C, H, W) the model's prediction of the clean image at this step
     x_prev: Tensor  # (B, C, H, W) the output of this step
@@ -219,19 +220,21 @@ def ddim_inversion_plan(schedule: NoiseSchedule, ts: list[int]) -> ReversePlan:
 
         x_t = sqrt(alpha_bar_t) x0_hat(x_s, s) + sqrt(1 - alpha_bar_t) eps_hat(x_s, s).
 
-    ts: the increasing timesteps of the DDIM run to invert (at least 2). The clean image stands in for x at ts[0]
-    (nearly clean for grids that start near t = 0; the error this leaves shrinks with the steps, as a test on
-    Gaussian data shows), then each step reaches the next timestep, so the plan makes len(ts) - 1 network calls
-    and ends at ts[-1], where `ddim_plan` on the same timesteps starts.
-    In a plan's (t, t_prev) pairs t is where the network is evaluated and t_prev the timestep reached.
+    ts: the increasing timesteps of the DDIM run to invert. The first step starts from the clean image (s = -1,
+    alpha_bar = 1, where x0_hat is the image itself) and takes eps_hat from the network at ts[0]: x_{ts[0]} =
+    sqrt(ab_0) x + sqrt(1 - ab_0) eps_hat. In the loop's terms, with x = sqrt(ab_0) x0_hat + sqrt(1 - ab_0) eps_hat
+    (which the denoiser's outputs satisfy for its input), that is coef_x0 = ab_0 and coef_eps = (sqrt(ab_0) + 1)
+    sqrt(1 - ab_0). The plan makes len(ts) network calls, one per step of the DDIM run it inverts, and ends at
+    ts[-1], where `ddim_plan` on the same timesteps starts. Its (t, t_prev) pairs hold the timestep the network is
+    evaluated at and the one reached: (ts[0], ts[0]), (ts[0], ts[1]), ..., (ts[-2], ts[-1]).
     """
-    if len(ts) < 2:
-        raise ValueError("DDIM inversion needs at least 2 timesteps (one jump from data towards noise)")
     ts = check_grid(ts, schedule.num_timesteps)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)
-    pairs = list(zip(ts[:-1], ts[1:]))
-    coef_x0 = [math.sqrt(float(ab[t_next])) for _, t_next in pairs]
-    coef_eps = [math.sqrt(1.0 - float(ab[t_next])) for _, t_next in pairs]
+    ab0 = float(ab[ts[0]])
+    pairs = [(ts[0], ts[0]), *zip(ts[:-1], ts[1:])]
+    coef_x0 = [ab0] + [math.sqrt(float(ab[t_next])) for _, t_next in pairs[1:]]
+    coef_eps = [(math.sqrt(ab0) + 1.0) * math.sqrt(1.0 - ab0)] + [math.sqrt(1.0 - float(ab[t_next]))
+                                                                  for _, t_next in pairs[1:]]
     return ReversePlan("ddim-inversion", pairs, coef_x0, coef_eps, [0.0] * len(pairs))
 
 

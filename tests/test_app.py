@@ -102,8 +102,9 @@ def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
     config = load_config(root / "tiny")
     config.sampling.sampler, config.sampling.eta = "dpm++", 0.5
     config.to_json_file(root / "tiny" / "config.json")
-    *_, sampler, eta, toward = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
+    *_, sampler, eta, toward, back_steps = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
     assert (sampler.value, eta.value, toward.value) == ("dpm++", 0.5, "its own class")
+    assert (back_steps.maximum, back_steps.value) == (50, 50)  # the tiny model's T
     handlers = Handlers(ModelRegistry(root, precision="fp32"))
     # Switching to another sampler starts it deterministic; back to the saved one restores its eta.
     assert handlers.sampler_noise("tiny", "ddim").value == 0.0
