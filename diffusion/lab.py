@@ -393,7 +393,7 @@ def ddim_round_trip(registry: ModelRegistry, model: str, example: str | None, up
     size = limits.display_size // 2
     info = (f"**DDIM inversion, {steps} steps** {how}, guidance 1: {plural(steps, 'network call')} from the image "
             f"up to x_T (mean {float(x_T.mean()):+.2f}, standard deviation {float(x_T.std()):.2f}, against 0 and 1 for "
-            f"the noise sampling starts from: the image's layout survives in it), "
+            f"the noise sampling starts from; the image's layout can survive in it), "
             f"then DDIM {steps} from that x_T back down, {seconds:.2f} s in all. The reconstruction is off by "
             f"{err:.1f} grey levels (of 255) on average; DDIM from fresh noise (seed {seed}) with the same class "
             f"lands {err_fresh:.1f} away. DDPM cannot do this: every one of its steps adds fresh noise, so no single "
