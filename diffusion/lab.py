@@ -260,8 +260,8 @@ def source_image(pipe: Pipeline, example: str | None, upload: str | None, limits
 def noised(pipe: Pipeline, x0: Tensor, t: int, seed: int) -> tuple[Tensor, Tensor]:
     """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps with eps drawn from `seed` on the CPU: (x_t, eps). The
     forward tab and the way back share it, so the same image, t and seed give the same x_t in both."""
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device)
-    return pipe.schedule.q_sample(x0, torch.full((x0.shape[0],), t, device=pipe.device), noise), noise
+    noise = pipe.noise(len(x0), seed)
+    return pipe.schedule.q_sample(x0, torch.full((len(x0),), t, device=pipe.device), noise), noise
 
 
 def forward_process(registry: ModelRegistry, outputs: OutputFiles, model: str, example: str | None,

@@ -270,9 +270,7 @@ class Pipeline:
         would be this noise again."""
         t = check_timestep("t", t, self.config.num_timesteps)
         x0 = self.images_to_model(images)
-        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(
-            seed if seed is not None else fresh_seed())).to(self.device)
-        return self.schedule.q_sample(x0, torch.full((x0.shape[0],), t, device=self.device), noise)
+        return self.schedule.q_sample(x0, torch.full((len(x0),), t, device=self.device), self.noise(len(x0), seed))
 
     def images_to_model(self, images: Tensor) -> Tensor:
         """(N, C, H, W) float images in [0, 1] of this model's shape (what `generate` returns) -> model range

@@ -1,6 +1,7 @@
 """The documentation's relative links resolve: every linked file exists and every #anchor names a heading of the
 file it points into (GitHub's anchor rule: lower case, punctuation dropped, spaces to hyphens)."""
 
+import functools
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ def anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+@functools.cache  # a file's headings, read once however many links point into it
 def anchors(path: Path) -> set[str]:
     text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # a "#" line in a code block is not a heading
     return {anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, flags=re.M)}
