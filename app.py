@@ -1,5 +1,6 @@
 """Diffusion Lab: a Gradio app to generate images with DDPM or DDIM, steer them by class, race DDPM against DDIM
-from the same noise, and explore the forward process and the way back (denoising a noised image, DDIM inversion).
+from the same noise, interpolate between samples, and explore the forward process and the way back (denoising a
+noised image, DDIM inversion, filling in part of an image).
 Layout and event wiring only; the work is in diffusion.lab.
 
 Usage: python app.py   (serves every model under checkpoints/; add Hub models with DIFFUSION_LAB_HUB_MODELS=owner/name;
@@ -24,6 +25,8 @@ from PIL import Image  # noqa: E402
 from diffusion import lab  # noqa: E402
 from diffusion.images import OutputFiles  # noqa: E402
 from diffusion.inputs import CLASS_MODES, SAMPLERS, SEED_MAX, InputError, Limits, get_model  # noqa: E402
+from diffusion.inpainting import REGIONS  # noqa: E402
+from diffusion.interpolation import PATHS  # noqa: E402
 from diffusion.registry import ModelRegistry  # noqa: E402
 
 CHECKPOINTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
@@ -37,8 +40,9 @@ log = logging.getLogger("diffusion-lab")
 INTRO = """# Diffusion Lab
 Generate small images with a class-conditional **DDPM**, sample them with **DDPM** (ancestral, one network call per
 training step) or **DDIM** (deterministic jumps over many steps), and see why DDIM is faster: the *DDPM vs DDIM* tab
-races both from the same noise. The *Forward process* tab noises a real image and brings it back, toward any class,
-or runs DDIM's deterministic path from the image up to its noise and down again."""
+races both from the same noise, and *Interpolate* shows that DDIM's starting noise is a code for its image while
+DDPM's is not. The *Forward process* tab noises a real image and brings it back, toward any class, or runs DDIM's
+deterministic path from the image up to its noise and down again, or fills in part of it."""
 
 ABOUT = r"""
 ### What you are looking at
@@ -67,7 +71,18 @@ class towards the same few shapes, so those steps run one plain conditional pass
 of from pure noise (SDEdit, Meng et al. 2022): a low t gives the image back, a high t keeps only its rough layout,
 and a class other than the image's own fills what the noise erased with that class. *DDIM round trip* runs DDIM's
 deterministic path the other way (DDIM inversion), from the image up to the noise x_T it would come from, then back
-down: the image returns, which no DDPM chain can do, since each of its steps adds fresh noise.
+down: the image returns, which no DDPM chain can do, since each of its steps adds fresh noise. *Fill in* generates
+one region of the image anew with any sampler (inpainting): at every step the kept pixels replace their part of the
+network's prediction of x₀ (DDNM, Wang et al. 2023), so the chain keeps them on the forward process of the image, ends
+on them exactly, and fills the rest to match them.
+
+**Interpolation** (Interpolate tab). Deterministic DDIM is a fixed map from x_T to an image, so x_T is a code for
+its image (DDIM paper, sec. 5.3): frames whose x_T lie on a path between two noises morph from one sample into the
+other. The path is spherical (*slerp*): two Gaussian draws in d dimensions are nearly orthogonal, each of norm about
+√d, and the straight line (*lerp*) between them passes through noise of norm √(d/2), standard deviation 0.71, which
+the network never starts from; lerp's middle frames come out flat. DDPM's frames jump: with a cosine schedule ᾱ at
+the last timestep is about 2·10⁻⁹, so x_T tells the network nothing about x₀ and DDPM's first step all but forgets it.
+Its images are decided by the noise it adds on the way down, not by x_T.
 
 Live views show **x_t** (the current sample) on the left and the network's **prediction of x₀** on the right.
 """
@@ -133,7 +148,11 @@ class Handlers:
                 gr.Radio(value=d.sampler),  # the sampler and noise the model evaluated best with (config.json)
                 gr.Slider(value=d.eta),
                 gr.Dropdown(choices=lab.toward_choices(pipe), value=lab.toward_choices(pipe)[0]),
-                gr.Slider(maximum=T, value=min(50, T)))
+                gr.Slider(maximum=T, value=min(50, T)),
+                gr.Dropdown(choices=lab.end_choices(pipe), value=lab.end_choices(pipe)[0]),
+                gr.Dropdown(choices=lab.end_choices(pipe), value=lab.end_choices(pipe)[0]),
+                gr.Slider(maximum=T, value=min(20, T)),
+                gr.Slider(maximum=T, value=min(100, T)))
 
     def sampler_noise(self, model: str, sampler: str):
         """A sampler picked by the user brings its own eta: the model's saved one for the model's saved sampler,
@@ -181,6 +200,18 @@ class Handlers:
     def round_trip(self, model: str, example: str | None, upload: str | None, steps: int, toward: str, seed: int):
         r = lab.ddim_round_trip(self.registry, model, example, upload, steps, toward, seed, self.limits)
         return r.noise, r.reconstruction, r.info
+
+    def fill_in(self, model: str, example: str | None, upload: str | None, region: str, sampler: str, steps: int,
+                resample: int, toward: str, guidance_scale: float, seed: int):
+        r = lab.fill_in(self.registry, model, example, upload, region, sampler, steps, resample, toward,
+                        guidance_scale, seed, self.limits)
+        return r.masked, r.filled, r.info
+
+    def interpolate(self, model: str, class_from: str, seed_from: int, class_to: str, seed_to: int, frames: int,
+                    path: str, ddim_steps: int, ddpm_steps: int, guidance_scale: float):
+        r = lab.interpolate(self.registry, self.outputs, model, class_from, seed_from, class_to, seed_to, frames, path,
+                            ddim_steps, ddpm_steps, guidance_scale, self.limits)
+        return r.ddim, r.ddpm, r.info, r.gif_path
 
 
 def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int = QUEUE_SIZE) -> gr.Blocks:
@@ -255,6 +286,29 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                                                    tooltip=["setting", "guidance", "class accuracy"],
                                                    title="Quality (Frechet distance / real-data floor, lower is "
                                                          "better) vs time", height=260)
+                    with gr.Tab("Interpolate"):
+                        gr.Markdown("Frames between two samples: their starting noises x_T on a path from one seed's "
+                                    "noise to the other's, and the class going from one end's to the other's. "
+                                    "DDIM turns the path into a morph; DDPM, from the same x_T's, jumps.")
+                        with gr.Row():
+                            i_from = gr.Dropdown([], label="From: class", allow_custom_value=True)
+                            i_seed_from = gr.Number(0, label="From: seed of x_T", precision=0, minimum=0,
+                                                    maximum=SEED_MAX)
+                            i_to = gr.Dropdown([], label="To: class", allow_custom_value=True)
+                            i_seed_to = gr.Number(1, label="To: seed of x_T", precision=0, minimum=0,
+                                                  maximum=SEED_MAX)
+                        with gr.Row():
+                            i_frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
+                            i_path = gr.Radio(list(PATHS), value="slerp", label="Noise path",
+                                              info="slerp keeps every x_T at the norm of N(0, I); lerp does not")
+                            i_ddim_steps = gr.Slider(1, 1000, value=20, step=1, label="DDIM steps")
+                            i_ddpm_steps = gr.Slider(0, 1000, value=100, step=1, label="DDPM steps",
+                                                     info="0 = no DDPM row")
+                        i_run = gr.Button("Interpolate", variant="primary")
+                        i_ddim = gr.Image(label="DDIM (eta 0): one image per x_T", format="png", interactive=False)
+                        i_ddpm = gr.Image(label="DDPM from the same x_T's", format="png", interactive=False)
+                        i_info = gr.Markdown()
+                        i_gif = gr.File(label="GIF of the DDIM morph", interactive=False)
                     with gr.Tab("Forward process"):
                         with gr.Row():
                             example = gr.Dropdown([], label="Real example image", allow_custom_value=True)
@@ -287,11 +341,23 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                                                interactive=False)
                             b_recon = gr.Image(label="DDIM from that x_T", format="png", interactive=False)
                         b_info = gr.Markdown()
+                        gr.Markdown("#### Fill in: generate part of the image to match the rest (sampler, steps "
+                                    "and class as above)")
+                        with gr.Row():
+                            region = gr.Dropdown(list(REGIONS), value="top half", label="Region to fill",
+                                                 info="the rest of the image is kept exactly")
+                            resample = gr.Slider(1, limits.max_resample, value=5, step=1, label="Resample (RePaint)",
+                                                 info="takes of every step: the parts agree better; DDIM, DDPM")
+                            fill = gr.Button("Fill it in")
+                        with gr.Row():
+                            p_masked = gr.Image(label="kept (grey: to fill)", format="png", interactive=False)
+                            p_filled = gr.Image(label="filled in", format="png", interactive=False)
+                        p_info = gr.Markdown()
                     with gr.Tab("About"):
                         gr.Markdown(ABOUT, latex_delimiters=[])
 
         model_outputs = [info, class_a, class_b, steps, ddpm_steps, ddim_steps, t, guidance, example, chart, sampler,
-                         eta, toward, back_steps]
+                         eta, toward, back_steps, i_from, i_to, i_ddim_steps, i_ddpm_steps]
         select = user_errors(h.select_model)
         model.change(select, [model], model_outputs, api_name="select_model")
         load.click(user_errors(h.load_model), [model], [model, *model_outputs], api_name="load_model")
@@ -307,6 +373,9 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                    [model, ddpm_steps, ddim_steps, cmp_eta, guidance, seed, random_seed, cmp_images, *context],
                    [ddim_view, ddpm_view, ddim_status, ddpm_status, readout, strip], api_name="compare",
                    show_progress="minimal", concurrency_id="cpu")
+        i_run.click(user_errors(h.interpolate),
+                    [model, i_from, i_seed_from, i_to, i_seed_to, i_frames, i_path, i_ddim_steps, i_ddpm_steps,
+                     guidance], [i_ddim, i_ddpm, i_info, i_gif], api_name="interpolate", concurrency_id="cpu")
         forward = user_errors(h.forward)
         forward_io = ([model, example, upload, t, seed], [f_x0, f_xt, f_px0, f_noise, f_info, f_gif])
         show.click(forward, *forward_io, api_name="forward", concurrency_id="cpu")
@@ -316,6 +385,9 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                    api_name="denoise_back", concurrency_id="cpu")
         trip.click(user_errors(h.round_trip), [model, example, upload, back_steps, toward, seed],
                    [b_noise, b_recon, b_info], api_name="round_trip", concurrency_id="cpu")
+        fill.click(user_errors(h.fill_in),
+                   [model, example, upload, region, back_sampler, back_steps, resample, toward, guidance, seed],
+                   [p_masked, p_filled, p_info], api_name="fill_in", concurrency_id="cpu")
     # One job at a time per event, and the events that sample share one slot ("cpu"): a job uses both cores; two
     # at once would halve both and thrash the caches.
     demo.queue(max_size=queue_size, default_concurrency_limit=1)

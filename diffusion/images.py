@@ -47,11 +47,11 @@ def make_grid(images: Tensor, nrow: int | None = None, padding: int = 2, scale: 
     return to_pil(to_uint8(grid[None])[0], scale)
 
 
-def grid_array(images: Tensor, display_size: int) -> np.ndarray:
-    """(N, C, H, W) in [0, 1] -> (h, w, 3) uint8 grid with 1-pixel white lines, nearest-upscaled by the largest
-    integer factor that keeps its longer side within display_size."""
+def grid_array(images: Tensor, display_size: int, cols: int | None = None) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> (h, w, 3) uint8 grid of `cols` columns (default: about square) with 1-pixel white
+    lines, nearest-upscaled by the largest integer factor that keeps its longer side within display_size."""
     N, C, H, W = images.shape
-    cols = max(1, math.ceil(math.sqrt(N)))
+    cols = max(1, math.ceil(math.sqrt(N))) if cols is None else cols
     rows = math.ceil(N / cols)
     scale = max(1, display_size // max(rows * (H + 1) + 1, cols * (W + 1) + 1))
     return np.asarray(make_grid(images, nrow=cols, padding=1, scale=scale).convert("RGB"))

@@ -37,6 +37,8 @@ class Limits:
 
     max_images: int = 16
     max_compare_images: int = 4
+    max_frames: int = 16  # frames of an interpolation
+    max_resample: int = 10  # takes of every step when filling in (RePaint)
     # network FLOPs per request: images x steps x passes (2 when guided) x FLOPs per pass. About 16,200 image-passes of
     # the shipped 0.52-GFLOP network (16 guided images x 500 steps fit); a bigger network gets proportionally fewer
     max_tflop: float = 8.4

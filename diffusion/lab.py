@@ -25,8 +25,10 @@ from torch import Tensor
 from .evaluate import SamplerSetting
 from .guidance import describe_range, make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
-from .inputs import (SEED_MAX, InputError, Limits, check_choice, check_int, check_sampling, check_work, class_context,
-                     get_model, load_upload, plural, resolve_seed, show)
+from .inpainting import NOT_MULTISTEP, REGIONS, region_mask
+from .interpolation import PATHS, detail, frame_changes, lerp, path_ratio
+from .inputs import (SEED_MAX, InputError, Limits, check_choice, check_float, check_int, check_sampling, check_work,
+                     class_context, get_model, load_upload, plural, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
 from .precision import name as precision_name
 from .registry import ModelRegistry
@@ -399,6 +401,139 @@ def ddim_round_trip(registry: ModelRegistry, model: str, example: str | None, up
             f"lands {err_fresh:.1f} away. DDPM cannot do this: every one of its steps adds fresh noise, so no single "
             f"x_T leads to a given image.")
     return RoundTripResult(grid_array(((x_T / 3 + 1) / 2).clamp(0, 1), size), grid_array(back, size), info)
+
+
+@dataclass
+class FillResult:
+    masked: np.ndarray  # the kept part, the region to fill in grey
+    filled: np.ndarray
+    info: str
+
+
+def fill_in(registry: ModelRegistry, model: str, example: str | None, upload: str | None, region: str, sampler: str,
+            steps: int, resample: int, toward: str, guidance_scale: float, seed: int,
+            limits: Limits = Limits()) -> FillResult:
+    """Inpainting (`Pipeline.inpaint`): a preset region of the forward tab's image generated anew by `sampler` (DDIM
+    and DPM-Solver++ deterministic, eta 0) from fresh noise (`seed`), every step taken `resample` times (RePaint),
+    to match the rest of the image and `toward`'s class; the rest is kept exactly."""
+    pipe = get_model(registry, model, limits)
+    region = check_choice("region to fill", region, REGIONS)
+    sampler, steps, _, guidance_scale = check_sampling(pipe, sampler, steps, 0.0, guidance_scale)
+    resample = check_int("resample", resample, 1, limits.max_resample)
+    if resample > 1 and sampler == "dpm++":
+        raise InputError(NOT_MULTISTEP)
+    seed = check_int("seed", seed, 0, SEED_MAX)
+    x0, k = source_image(pipe, example, upload, limits)
+    labels, how = toward_labels(pipe, toward, k)
+    if labels is None or labels == [None]:  # no class: guidance would mix two identical passes
+        guidance_scale = 1.0
+    check_work(pipe, 1, steps, guidance_scale, limits, runs=resample, runs_name="resampling")
+    _, H, W = pipe.image_shape
+    fill = region_mask(region, H, W, seed=seed).to(pipe.device)
+    image = to_unit_range(x0)
+    start = time.perf_counter()
+    out = pipe.inpaint(image, fill, labels, sampler=sampler, steps=steps, eta=0.0, guidance_scale=guidance_scale,
+                       seed=seed, resample=resample)
+    seconds = time.perf_counter() - start
+    kept = float((out - image).abs().amax(dim=1)[0][~fill[0, 0]].max()) * 255
+    changed = float((out - image).abs().mean(dim=1)[0][fill[0, 0]].mean()) * 255
+    size = limits.display_size // 2
+    taken = "each taken once" if resample == 1 else f"each taken {resample} times (RePaint resampling)"
+    info = (f"**{sampler.upper()} {steps} steps** {how}, guidance {guidance_scale:g}, {taken}: the {region} "
+            f"({float(fill.float().mean()):.0%} of the pixels) filled in, in {seconds:.2f} s. At every step the kept "
+            f"pixels replace their part of the network's x0 prediction (DDNM), so the chain keeps them on the "
+            f"forward process of this image and ends on them exactly (off by {kept:.2g} grey levels at most); the "
+            f"filled pixels differ from the original's by {changed:.1f} grey levels (of 255) on average."
+            + (" Resample more than once (DDIM or DDPM) if the two parts do not agree (seams, speckles)."
+               if resample == 1 else ""))
+    return FillResult(grid_array(torch.where(fill, 0.5, image), size), grid_array(out, size), info)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# interpolation: DDIM's x_T is a code for its image, DDPM's is not
+
+
+@dataclass
+class InterpolateResult:
+    ddim: np.ndarray  # the frames in one row
+    ddpm: np.ndarray | None  # the same x_T's through DDPM; None when DDPM steps is 0
+    info: str
+    gif_path: str  # the DDIM morph there and back
+
+
+def end_choices(pipe: Pipeline) -> list[str]:
+    """What an interpolation's end can be: a class, or no class (the only choice of an unconditional model)."""
+    return [*pipe.class_names, NO_CLASS]
+
+
+def end_label(pipe: Pipeline, name: str, which: str) -> int | None:
+    choice = check_choice(which, name, end_choices(pipe))
+    return None if choice == NO_CLASS else pipe.class_names.index(choice)
+
+
+def interpolate(registry: ModelRegistry, outputs: OutputFiles, model: str, class_from: str, seed_from: int,
+                class_to: str, seed_to: int, frames: int, path: str, ddim_steps: int, ddpm_steps: int,
+                guidance_scale: float, limits: Limits = Limits()) -> InterpolateResult:
+    """Interpolation (DDIM paper, sec. 5.3; `Pipeline.interpolate`): `frames` starting noises on the `path` between
+    the noises of the two seeds, with the class context going from one end's class to the other's, through
+    deterministic DDIM (a morph) and, unless `ddpm_steps` is 0, through DDPM from the same x_T's, which jumps. The
+    readout measures both paths in grey levels."""
+    pipe = get_model(registry, model, limits)
+    T = pipe.config.num_timesteps
+    k = check_int("frames", frames, 2, limits.max_frames)
+    path = check_choice("noise path", path, PATHS)
+    ddim_steps = check_int("DDIM steps", ddim_steps, 1, T)
+    ddpm_steps = check_int("DDPM steps", ddpm_steps, 0, T)
+    seeds = (check_int("seed of the first end", seed_from, 0, SEED_MAX),
+             check_int("seed of the last end", seed_to, 0, SEED_MAX))
+    guidance_scale = check_float("guidance scale", guidance_scale, 0.0, 20.0)
+    start, end = end_label(pipe, class_from, "first end's class"), end_label(pipe, class_to, "last end's class")
+    if start is None and end is None:  # no class at either end: guidance would mix two identical passes
+        guidance_scale = 1.0
+    check_work(pipe, k, ddim_steps + ddpm_steps, guidance_scale, limits, steps_name="DDIM + DDPM step")
+    run = dict(frames=k, noise_seeds=seeds, path=path, guidance_scale=guidance_scale)
+    began = time.perf_counter()
+    ddim = pipe.interpolate(start, end, sampler="ddim", eta=0.0, steps=ddim_steps, **run)
+    seconds = time.perf_counter() - began
+    width = 3 * limits.display_size
+    changes = frame_changes(ddim)
+    ends = "no class" if start is None and end is None else (
+        f"{pipe.class_names[start] if start is not None else 'no class'} to "
+        f"{pipe.class_names[end] if end is not None else 'no class'}")
+    info = (f"**DDIM {ddim_steps} (eta 0)**, {k} frames from seed {seeds[0]} to seed {seeds[1]} along a {path} path, "
+            f"{ends}, guidance {guidance_scale:g}: {seconds:.2f} s. Neighbouring frames differ by "
+            f"{float(changes.mean()):.1f} grey levels (of 255) on average, {float(changes.max()):.1f} at most; the "
+            f"path through the frames is {path_ratio(ddim):.2f}x as long as the direct change from the first to the "
+            f"last. Deterministic DDIM maps each x_T to one image, so nearby x_T's give nearby images: a morph.")
+    ddpm_row = None
+    if ddpm_steps:
+        began = time.perf_counter()
+        # DDPM's step noise from a seed above the seed box's range: never one of the x_T seeds, whose first draw
+        # would be the first frame's x_T again
+        ddpm = pipe.interpolate(start, end, sampler="ddpm", steps=ddpm_steps, seed=seeds[0] + SEED_MAX + 1, **run)
+        seconds = time.perf_counter() - began
+        changes = frame_changes(ddpm)
+        info += (f"\n\n**DDPM {ddpm_steps}** from the same x_T's: {seconds:.2f} s; neighbouring frames differ by "
+                 f"{float(changes.mean()):.1f} on average, {float(changes.max()):.1f} at most, a path "
+                 f"{path_ratio(ddpm):.2f}x the direct change. Each DDPM step adds fresh noise, and the first one all "
+                 f"but forgets x_T (alpha_bar at t = {T - 1} is {float(pipe.schedule.alphas_cumprod[-1]):.1e}: x_T "
+                 f"says next to nothing about the image), so the noise drawn on the way down, not x_T, decides "
+                 f"DDPM's frames: they jump.")
+        ddpm_row = grid_array(ddpm, width, cols=k)
+    middle, kept = detail(ddim[k // 2:k // 2 + 1]), detail(ddim[[0, -1]]).mean()
+    info += (f"\n\nThe middle frame has {float(middle / kept) if kept > 0 else 1.0:.2f}x the ends' detail (mean "
+             f"change between neighbouring pixels). ")
+    if path == "slerp":
+        info += "Slerp keeps every x_T at the norm of a draw from N(0, I)."
+    else:  # the middle frame's starting noise, as Pipeline.interpolate draws it
+        a, b = (pipe.noise(1, seed=s)[0] for s in seeds)
+        x_T_std = float(lerp(a, b, torch.linspace(0, 1, k)[k // 2:k // 2 + 1]).std())
+        info += (f"Lerp's middle x_T has standard deviation {x_T_std:.2f}, not 1: noise the network never starts "
+                 f"from, so its images come out flatter, with less detail. Slerp avoids it.")
+    frames_pil = [to_pil(grid_array(ddim[i:i + 1], limits.display_size // 2), 1) for i in range(k)]
+    gif = save_gif(frames_pil + frames_pil[-2:0:-1], outputs.path("interpolation", ".gif"), duration_ms=250,
+                   final_hold_ms=250)
+    return InterpolateResult(grid_array(ddim, width, cols=k), ddpm_row, info, str(gif))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from torch import Tensor
 from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
+from .inpainting import check_mask, check_resample, masked_denoiser, resampled
+from .interpolation import interpolate_noise, lerp
 from .precision import resolve
 from .samplers import (Callback, Denoiser, ReversePlan, StepInfo, ddim_inversion_plan, iter_sample, make_plan, sample,
                        timesteps)
@@ -219,8 +221,8 @@ class Pipeline:
         N = context.shape[0] if context is not None else n
         if N is None or N < 1:
             raise ValueError(f"the number of images must be at least 1, got {N!r}")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
-            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        if seed is not None:
+            check_seed("seed", seed)
         generator = torch.Generator().manual_seed(seed if seed is not None else fresh_seed())
         if x_T is None:
             x_T = self.noise(N, generator=generator)
@@ -309,6 +311,66 @@ class Pipeline:
         with torch.inference_mode():
             return sample(denoise, x0.clone(), plan, callback=callback)
 
+    def inpaint(self, images: Tensor, mask: Tensor, labels: Labels | None = None, *, resample: int = 1,
+                callback: Callback | None = None, **kwargs) -> Tensor:
+        """Fill in part of each image: (N, C, H, W) in [0, 1], the images (N, C, H, W) in [0, 1] kept exactly where
+        `mask` ((H, W), (1, 1, H, W) or (N, 1, H, W), bool or 0/1) is False / 0 and generated where it is True / 1,
+        to match the kept part and the labels (class indices, context vectors, or None for no class). Any sampler;
+        the known pixels replace their part of each step's x0 prediction (`diffusion.inpainting`, DDNM). resample
+        > 1 takes every step that many times, going back up in between (RePaint; DDPM and DDIM only), so the two
+        parts agree better, at resample x the network calls. Other arguments as in `generate` (sampler, steps, eta,
+        guidance_scale, spacing, guidance_interval, seed).
+
+            fill = region_mask("top half", 28, 28)                      # diffusion.inpainting
+            boots = pipe.inpaint(sneakers, fill, [9] * len(sneakers), sampler="ddim", steps=50, resample=5)
+        """
+        if "x_T" in kwargs or "t_start" in kwargs or "n" in kwargs:
+            raise TypeError("inpaint starts from fresh noise (seed): x_T, t_start and n are not its arguments")
+        x0 = self.images_to_model(images)
+        fill = check_mask(mask, tuple(x0.shape)).to(self.device)
+        denoise, x_T, plan, generator = self.prepare(labels, n=len(x0) if labels is None else None, **kwargs)
+        if len(x_T) != len(x0):
+            raise ValueError(f"{len(x0)} images need {len(x0)} labels, got {len(x_T)}")
+        check_resample(resample, plan)
+        with torch.inference_mode():
+            x = resampled(masked_denoiser(denoise, self.schedule, x0, fill), x_T, plan, self.schedule, resample,
+                          generator=generator, callback=callback)
+        return to_unit_range(x)
+
+    def interpolate(self, start: int | Sequence[float] | None = None, end: int | Sequence[float] | None = None, *,
+                    frames: int = 8, noise_seeds: tuple[int, int] = (0, 1), path: str = "slerp",
+                    sampler: str = "ddim", eta: float = 0.0, **kwargs) -> Tensor:
+        """Interpolation between two samples (Song et al. 2021, sec. 5.3): (frames, C, H, W) in [0, 1]. Frame k, at
+        weight w = k / (frames - 1), starts from the noise at w on the `path` ("slerp", as the paper; or "lerp",
+        whose middle frames start from noise of standard deviation ~0.71: `diffusion.interpolation`) between the
+        noises drawn from noise_seeds[0] and noise_seeds[1], with the class context (1 - w) start + w end (each a
+        class index, a context vector, or None for no class). Deterministic DDIM, the default, turns the path into a
+        morph between the two ends' samples; a stochastic sampler (DDPM, eta > 0) adds fresh noise at every step
+        (drawn from `seed`; give it one that is not a noise seed, or the first frame's first step would draw its
+        x_T again), so its frames are not tied to their x_T. Other arguments as in `generate`.
+
+            frames = pipe.interpolate(7, 7, noise_seeds=(0, 1), steps=20)    # one sneaker into another
+            frames = pipe.interpolate(7, 5, noise_seeds=(0, 0))              # a sneaker into a sandal, same noise
+        """
+        if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 2:
+            raise ValueError(f"frames must be an integer of at least 2, got {frames!r}")
+        if "x_T" in kwargs or "t_start" in kwargs or "n" in kwargs:
+            raise TypeError("interpolate makes the starting noises itself: pass noise_seeds, not x_T, t_start or n")
+        if not isinstance(noise_seeds, (tuple, list)) or len(noise_seeds) != 2:
+            raise ValueError(f"noise_seeds must be two seeds (start, end), got {noise_seeds!r}")
+        for s in noise_seeds:
+            check_seed("noise_seeds", s)
+        w = torch.linspace(0, 1, int(frames), dtype=torch.float64)
+        a, b = (self.noise(1, seed=s)[0] for s in noise_seeds)
+        x_T = interpolate_noise(a, b, w, path)
+        if self.config.num_classes == 0:
+            if start is not None or end is not None:
+                raise ValueError("this model is unconditional: it takes no classes; leave start and end as None")
+            return self.generate(n=len(w), sampler=sampler, eta=eta, x_T=x_T, **kwargs)
+        ends = [self.context([v] if v is None or isinstance(v, numbers.Integral) else [list(v)])[0]
+                for v in (start, end)]
+        return self.generate(lerp(*ends, w).float(), sampler=sampler, eta=eta, x_T=x_T, **kwargs)
+
     def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
         """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last
         one's x_prev, through to_unit_range, is the result. Each step runs under inference mode on its own, so
@@ -328,6 +390,13 @@ def check_timestep(name: str, t: object, T: int) -> int:
     if not isinstance(t, numbers.Integral) or isinstance(t, bool) or not 0 <= t < T:
         raise ValueError(f"{name} must be an integer timestep in [0, {T - 1}], got {t!r}")
     return int(t)
+
+
+def check_seed(name: str, seed: object) -> int:
+    """A seed for torch.Generator: an integer in [0, 2**63); anything else is a ValueError."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return seed
 
 
 def fresh_seed() -> int:

@@ -106,6 +106,17 @@ class ReversePlan:
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def is_multistep(self) -> bool:
+        """Does a step use the previous step's x0 prediction (DPM-Solver++(2M))? Then steps cannot run alone."""
+        return self.coef_x0_last is not None and any(self.coef_x0_last)
+
+    def step(self, i: int) -> ReversePlan:
+        """Step i alone, as a one-step plan (of a one-step sampler: DDPM, DDIM)."""
+        if self.is_multistep:
+            raise ValueError(f"a step of {self.name} uses the step before it: it cannot run alone")
+        return ReversePlan(self.name, [self.pairs[i]], [self.coef_x0[i]], [self.coef_eps[i]], [self.sigma[i]])
+
 
 def ddpm_plan(schedule: NoiseSchedule, steps: int | None = None, spacing: Spacing = "trailing",
               grid: list[int] | None = None) -> ReversePlan:

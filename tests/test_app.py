@@ -43,8 +43,8 @@ def generate(client, **overrides):
 
 def test_endpoints_are_named(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/generate", "/compare", "/forward", "/denoise_back", "/round_trip", "/select_model",
-            "/load_model"} <= names
+    assert {"/generate", "/compare", "/forward", "/denoise_back", "/round_trip", "/fill_in", "/interpolate",
+            "/select_model", "/load_model"} <= names
 
 
 def test_generate_over_http(client):
@@ -88,6 +88,24 @@ def test_the_way_back_over_http(client):
     assert Image.open(noise).size == Image.open(back).size
 
 
+def test_fill_in_over_http(client):
+    masked, filled, info = client.predict("tiny", "class 2 #1", None, "3 in 4 pixels", "ddpm", 8, 3, "class 0", 2.0,
+                                          4, api_name="/fill_in")
+    assert "**DDPM 8 steps** toward class 0, guidance 2, each taken 3 times (RePaint resampling): the 3 in 4" in info
+    assert Image.open(masked).size == Image.open(filled).size
+
+
+def test_interpolate_over_http(client):
+    ddim, ddpm, info, gif = client.predict("tiny", "class 0", 0, "class 2", 1, 5, "lerp", 6, 4, 2.0,
+                                           api_name="/interpolate")
+    assert "**DDIM 6 (eta 0)**, 5 frames from seed 0 to seed 1 along a lerp path, class 0 to class 2" in info
+    assert "**DDPM 4** from the same x_T's" in info and "Lerp's middle x_T has standard deviation" in info
+    assert Image.open(ddim).size == Image.open(ddpm).size and Image.open(gif).format == "GIF"
+    _, ddpm, info, _ = client.predict("tiny", "no class", 0, "no class", 1, 3, "slerp", 6, 0, 2.0,
+                                      api_name="/interpolate")
+    assert ddpm is None and "DDPM" not in info and "no class, guidance 1:" in info
+
+
 def test_select_model_over_http(client):
     info, class_a, *_ = client.predict("tiny", api_name="/select_model")
     assert "3 classes" in info
@@ -102,9 +120,12 @@ def test_selecting_a_model_sets_its_saved_sampler_and_noise(tmp_path):
     config = load_config(root / "tiny")
     config.sampling.sampler, config.sampling.eta = "dpm++", 0.5
     config.to_json_file(root / "tiny" / "config.json")
-    *_, sampler, eta, toward, back_steps = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
+    controls = Handlers(ModelRegistry(root, precision="fp32")).select_model("tiny")
+    *_, sampler, eta, toward, back_steps, i_from, i_to, i_ddim_steps, i_ddpm_steps = controls
     assert (sampler.value, eta.value, toward.value) == ("dpm++", 0.5, "its own class")
     assert (back_steps.maximum, back_steps.value) == (50, 50)  # the tiny model's T
+    assert i_from.choices == i_to.choices and [c[0] for c in i_to.choices][-2:] == ["class 2", "no class"]
+    assert (i_ddim_steps.maximum, i_ddim_steps.value, i_ddpm_steps.maximum, i_ddpm_steps.value) == (50, 20, 50, 50)
     handlers = Handlers(ModelRegistry(root, precision="fp32"))
     # Switching to another sampler starts it deterministic; back to the saved one restores its eta.
     assert handlers.sampler_noise("tiny", "ddim").value == 0.0
@@ -230,6 +251,28 @@ def switch_to_ddim(page) -> None:
 eta_selector = "input[type=number][aria-label='number input for Noise (eta), DDIM and dpm++']"
 
 
+def interpolate_in_the_browser(page) -> None:
+    """The Interpolate tab, with the controls the model set (its first class at both ends, seeds 0 and 1): both
+    rows of frames and the readout appear."""
+    page.get_by_role("tab", name="Interpolate").click()
+    page.get_by_role("button", name="Interpolate", exact=True).click()
+    page.get_by_text("from the same x_T's:").first.wait_for(timeout=120_000)
+    assert page.get_by_text("along a slerp path, T-shirt/top to T-shirt/top").count() >= 1
+    page.wait_for_function(
+        "() => document.querySelectorAll(\"img[alt*='DDIM (eta 0)'], img[alt*='DDPM from the same']\").length >= 2"
+        " || [...document.querySelectorAll('img')].filter(i => i.naturalWidth > 300).length >= 2", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-interpolate-shipped.png"), full_page=True)
+
+
+def fill_in_in_the_browser(page) -> None:
+    """The Forward process tab's Fill in, with the controls the model set (its first example, the top half,
+    DDIM 50 resampled 5 times): the readout says what ran."""
+    page.get_by_role("tab", name="Forward process").click()
+    page.get_by_role("button", name="Fill it in").click()
+    page.get_by_text("each taken 5 times (RePaint resampling): the top half").first.wait_for(timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-fill-in-shipped.png"), full_page=True)
+
+
 def test_browser_on_the_shipped_models():
     """The app as `python app.py` serves it (the shipped checkpoints/), in a real browser."""
     root = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -239,6 +282,8 @@ def test_browser_on_the_shipped_models():
     demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, ssr_mode=False, **LAUNCH)
     try:
         # the page starts from the default model's saved sampler: DPM-Solver++(2M) SDE, 20 steps
-        browser_generate(demo.local_url, "browser-generate-shipped.png", "DPM++ · 20 steps", then=switch_to_ddim)
+        browser_generate(demo.local_url, "browser-generate-shipped.png", "DPM++ · 20 steps",
+                         then=lambda page: (switch_to_ddim(page), interpolate_in_the_browser(page),
+                                            fill_in_in_the_browser(page)))
     finally:
         demo.close()

@@ -29,6 +29,10 @@ FORWARD = dict(model="tiny", example="class 1 #0", upload=None, t=10, seed=0)
 BACK = dict(model="tiny", example="class 1 #0", upload=None, t=10, seed=0, sampler="ddim", steps=5,
             toward="its own class", guidance_scale=2.0)
 TRIP = dict(model="tiny", example="class 1 #0", upload=None, steps=5, toward="its own class", seed=0)
+FILL = dict(model="tiny", example="class 1 #0", upload=None, region="top half", sampler="ddim", steps=5, resample=2,
+            toward="its own class", guidance_scale=2.0, seed=0)
+INTERPOLATE = dict(model="tiny", class_from="class 1", seed_from=0, class_to="class 2", seed_to=1, frames=4,
+                   path="slerp", ddim_steps=5, ddpm_steps=5, guidance_scale=2.0)
 
 
 def start(root, **kwargs):
@@ -116,6 +120,21 @@ BAD = [
     ("/denoise_back", BACK, dict(example=None)), ("/round_trip", TRIP, dict(steps=1)),
     ("/round_trip", TRIP, dict(steps=10**9)), ("/round_trip", TRIP, dict(toward="")),
     ("/round_trip", TRIP, dict(seed=-1)), ("/round_trip", TRIP, dict(example="class 9 #9")),
+    # /interpolate
+    ("/interpolate", INTERPOLATE, dict(class_from="dragon")), ("/interpolate", INTERPOLATE, dict(class_to=None)),
+    ("/interpolate", INTERPOLATE, dict(seed_from=-1)), ("/interpolate", INTERPOLATE, dict(seed_to=2**40)),
+    ("/interpolate", INTERPOLATE, dict(frames=1)), ("/interpolate", INTERPOLATE, dict(frames=17)),
+    ("/interpolate", INTERPOLATE, dict(path="zigzag")), ("/interpolate", INTERPOLATE, dict(ddim_steps=0)),
+    ("/interpolate", INTERPOLATE, dict(ddpm_steps=-1)), ("/interpolate", INTERPOLATE, dict(ddpm_steps=51)),
+    ("/interpolate", INTERPOLATE, dict(guidance_scale=-1)),
+    ("/interpolate", INTERPOLATE, dict(model="nobody/nothing")),
+    # /fill_in
+    ("/fill_in", FILL, dict(region="elsewhere")), ("/fill_in", FILL, dict(region=None)),
+    ("/fill_in", FILL, dict(steps=0)), ("/fill_in", FILL, dict(steps=10**9)), ("/fill_in", FILL, dict(sampler="heun")),
+    ("/fill_in", FILL, dict(toward="dragon")), ("/fill_in", FILL, dict(example=None)),
+    ("/fill_in", FILL, dict(seed=-3)), ("/fill_in", FILL, dict(guidance_scale=-1)),
+    ("/fill_in", FILL, dict(resample=0)), ("/fill_in", FILL, dict(resample=11)),
+    ("/fill_in", FILL, dict(sampler="dpm++")),
 ]
 
 
