@@ -289,7 +289,8 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                     with gr.Tab("Interpolate"):
                         gr.Markdown("Frames between two samples: their starting noises x_T on a path from one seed's "
                                     "noise to the other's, and the class going from one end's to the other's. "
-                                    "DDIM turns the path into a morph; DDPM, from the same x_T's, jumps.")
+                                    "DDIM turns the path into a morph; DDPM, from the same x_T's, jumps. Guidance: "
+                                    "the side panel's.")
                         with gr.Row():
                             i_from = gr.Dropdown([], label="From: class", allow_custom_value=True)
                             i_seed_from = gr.Number(0, label="From: seed of x_T", precision=0, minimum=0,
@@ -298,7 +299,7 @@ def build_demo(registry: ModelRegistry, limits: Limits = LIMITS, queue_size: int
                             i_seed_to = gr.Number(1, label="To: seed of x_T", precision=0, minimum=0,
                                                   maximum=SEED_MAX)
                         with gr.Row():
-                            i_frames = gr.Slider(2, limits.max_frames, value=8, step=1, label="Frames")
+                            i_frames = gr.Slider(2, limits.max_frames, value=9, step=1, label="Frames")
                             i_path = gr.Radio(list(PATHS), value="slerp", label="Noise path",
                                               info="slerp keeps every x_T at the norm of N(0, I); lerp does not")
                             i_ddim_steps = gr.Slider(1, 1000, value=20, step=1, label="DDIM steps")

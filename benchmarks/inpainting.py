@@ -57,6 +57,8 @@ def main() -> None:
     uint8, labels = balanced_subset(test, args.per_class, seed=args.seed)  # (N, C, H, W) uint8, (N,)
     images = uint8.float() / 255
     _, H, W = pipe.image_shape
+    real_accuracy = score(classifier, uint8, labels)[0]
+    print(f"the untouched test images: accuracy {real_accuracy:.2f}")
     rows, started = [], time.perf_counter()
     for name, setting in SAMPLERS.items():
         fresh = pipe.generate(labels.tolist(), seed=args.seed + 1,  # the baseline's samples
@@ -87,7 +89,7 @@ def main() -> None:
     path = write_result(f"inpainting-{Path(args.model).name}", dict(
         model=args.model, precision=pipe.precision_reason, per_class=args.per_class, seed=args.seed,
         guidance_scale=pipe.config.sampling.guidance_scale, samplers=SAMPLERS, rows=rows,
-        normalized_convolution_error_3_in_4=classical_error,
+        normalized_convolution_error_3_in_4=classical_error, untouched_accuracy=real_accuracy,
         command="python " + " ".join(sys.argv)))
     print(f"wrote {path}")
 

@@ -6,9 +6,10 @@ range-null-space step of DDNM (Wang et al. 2023, arXiv:2212.00490, eq. 13 with A
 
 Every sampler step is x_prev = a x0 + b eps (+ c x0_last + sigma z) computed from (x0', eps'), so in the known pixels
 the chain runs the forward process of the known image backwards: deterministic DDIM keeps them at
-sqrt(ab_t) x0_known + sqrt(1 - ab_t) x_T, DDPM draws them from q(x_prev | x_t, x0_known), and every sampler ends on
-x0_known exactly. The network sees, at every step, a state whose known part is the noised image, and fills the rest
-to match it.
+sqrt(ab_t) x0_known + sqrt(1 - ab_t) eps_0, with eps_0 = (x_T - sqrt(ab_T) x0_known) / sqrt(1 - ab_T) the noise x_T
+implies at the first timestep (x_T itself, nearly, when ab_T is tiny), DDPM draws them from q(x_prev | x_t, x0_known),
+and every sampler ends on x0_known exactly. The network sees, at every step, a state whose known part is the noised
+image, and fills the rest to match it.
 
 That alone leaves seams: once the noise is low, the network trusts the state it is given, and generated pixels
 that disagree with their kept neighbours stay as they are (speckles, with a scattered mask). RePaint's resampling
@@ -101,8 +102,9 @@ def resampled(denoise: Denoiser, x_T: Tensor, plan: ReversePlan, schedule: Noise
     """Run a one-step sampler's `plan` from x_T (B, C, H, W), taking every step t -> t_prev `resample` times: after
     each take but the last, the state at t_prev goes back to t by the forward process, q(x_t | x_t_prev) =
     N(sqrt(ab_t / ab_t_prev) x_t_prev, (1 - ab_t / ab_t_prev) I), with fresh noise from `generator`. The last step,
-    to clean data, is taken once. resample 1 is plain sampling. callback(StepInfo) after each step's last take.
-    Returns the sample (B, C, H, W) in model range."""
+    to clean data, is taken once. resample 1 is plain sampling. callback(StepInfo) after each step's last take (its
+    x_t is that take's input: the re-noised state, not the previous step's output). Returns the sample (B, C, H, W)
+    in model range."""
     if check_resample(resample, plan) == 1:
         return sample(denoise, x_T, plan, generator=generator, callback=callback)
     ab = schedule.alphas_cumprod.to("cpu", torch.float64)

@@ -13,7 +13,7 @@ Usage:
     w = torch.linspace(0, 1, 8)
     x_T = slerp(pipe.noise(1, seed=0)[0], pipe.noise(1, seed=1)[0], w)           # (8, C, H, W)
     frames = pipe.generate(mix(context_a, context_b, w), sampler="ddim", eta=0, x_T=x_T)
-(`Pipeline.interpolate` does this.)
+(`Pipeline.interpolate` does this; `Pipeline.interpolation_noise` gives its starting noises.)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def lerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
 def slerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     """Spherical linear interpolation: sin((1 - w) theta) / sin(theta) a + sin(w theta) / sin(theta) b, theta the
     angle between a and b (flattened). a, b: the same shape S; weights (K,) -> (K, *S). Nearly parallel ends
-    (sin theta below 1e-6) fall back to lerp, the limit of slerp as theta -> 0."""
+    (sin theta below 1e-6) fall back to lerp, the limit of slerp as theta -> 0; opposite ends are an error."""
     if a.shape != b.shape:
         raise ValueError(f"the two ends must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     w = check_weights(weights).to(a.device)
@@ -57,8 +57,11 @@ def slerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     na, nb = a64.norm(), b64.norm()
     if na == 0 or nb == 0:
         raise ValueError("slerp needs two non-zero ends (the angle to a zero vector is undefined); use lerp")
-    theta = torch.arccos((a64 @ b64 / (na * nb)).clamp(-1, 1))
+    cos = (a64 @ b64 / (na * nb)).clamp(-1, 1)
+    theta = torch.arccos(cos)
     if torch.sin(theta) < 1e-6:
+        if cos < 0:
+            raise ValueError("slerp between opposite ends is undefined: every half circle joins them")
         return lerp(a, b, w)
     wa = torch.sin((1 - w) * theta) / torch.sin(theta)
     wb = torch.sin(w * theta) / torch.sin(theta)

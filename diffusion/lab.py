@@ -26,7 +26,7 @@ from .evaluate import SamplerSetting
 from .guidance import describe_range, make_denoiser
 from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
 from .inpainting import NOT_MULTISTEP, REGIONS, region_mask
-from .interpolation import PATHS, detail, frame_changes, lerp, path_ratio
+from .interpolation import PATHS, detail, frame_changes, path_ratio
 from .inputs import (SEED_MAX, InputError, Limits, check_choice, check_float, check_int, check_sampling, check_work,
                      class_context, get_model, load_upload, plural, resolve_seed, show)
 from .pipeline import Pipeline, to_unit_range
@@ -420,7 +420,7 @@ def fill_in(registry: ModelRegistry, model: str, example: str | None, upload: st
     region = check_choice("region to fill", region, REGIONS)
     sampler, steps, _, guidance_scale = check_sampling(pipe, sampler, steps, 0.0, guidance_scale)
     resample = check_int("resample", resample, 1, limits.max_resample)
-    if resample > 1 and sampler == "dpm++":
+    if resample > 1 and pipe.plan(sampler, steps).is_multistep:
         raise InputError(NOT_MULTISTEP)
     seed = check_int("seed", seed, 0, SEED_MAX)
     x0, k = source_image(pipe, example, upload, limits)
@@ -429,7 +429,7 @@ def fill_in(registry: ModelRegistry, model: str, example: str | None, upload: st
         guidance_scale = 1.0
     check_work(pipe, 1, steps, guidance_scale, limits, runs=resample, runs_name="resampling")
     _, H, W = pipe.image_shape
-    fill = region_mask(region, H, W, seed=seed).to(pipe.device)
+    fill = region_mask(region, H, W).to(pipe.device)  # one pattern of scattered pixels: the seed changes the noise
     image = to_unit_range(x0)
     start = time.perf_counter()
     out = pipe.inpaint(image, fill, labels, sampler=sampler, steps=steps, eta=0.0, guidance_scale=guidance_scale,
@@ -520,16 +520,17 @@ def interpolate(registry: ModelRegistry, outputs: OutputFiles, model: str, class
                  f"says next to nothing about the image), so the noise drawn on the way down, not x_T, decides "
                  f"DDPM's frames: they jump.")
         ddpm_row = grid_array(ddpm, width, cols=k)
-    middle, kept = detail(ddim[k // 2:k // 2 + 1]), detail(ddim[[0, -1]]).mean()
-    info += (f"\n\nThe middle frame has {float(middle / kept) if kept > 0 else 1.0:.2f}x the ends' detail (mean "
-             f"change between neighbouring pixels). ")
-    if path == "slerp":
-        info += "Slerp keeps every x_T at the norm of a draw from N(0, I)."
-    else:  # the middle frame's starting noise, as Pipeline.interpolate draws it
-        a, b = (pipe.noise(1, seed=s)[0] for s in seeds)
-        x_T_std = float(lerp(a, b, torch.linspace(0, 1, k)[k // 2:k // 2 + 1]).std())
-        info += (f"Lerp's middle x_T has standard deviation {x_T_std:.2f}, not 1: noise the network never starts "
-                 f"from, so its images come out flatter, with less detail. Slerp avoids it.")
+    if k >= 3:  # the middle frame (with an even count, the two middle frames) against the ends
+        middle, kept = detail(ddim[(k - 1) // 2:k // 2 + 1]).mean(), detail(ddim[[0, -1]]).mean()
+        info += (f"\n\nThe middle frame{'s have' if k % 2 == 0 else ' has'} "
+                 f"{float(middle / kept) if kept > 0 else 1.0:.2f}x the ends' detail (mean change between "
+                 f"neighbouring pixels). ")
+        if path == "slerp":
+            info += "Slerp keeps every x_T at the norm of a draw from N(0, I)."
+        else:
+            halfway = float(pipe.interpolation_noise(seeds, torch.tensor([0.5]), "lerp").std())
+            info += (f"Lerp's x_T halfway has standard deviation {halfway:.2f}, not 1: noise the network never "
+                     f"starts from, so the middle images come out flatter, with less detail. Slerp avoids it.")
     frames_pil = [to_pil(grid_array(ddim[i:i + 1], limits.display_size // 2), 1) for i in range(k)]
     gif = save_gif(frames_pil + frames_pil[-2:0:-1], outputs.path("interpolation", ".gif"), duration_ms=250,
                    final_hold_ms=250)

@@ -22,7 +22,7 @@ from torch import Tensor
 from .checkpoint import load_model_dir, resolve_model_dir, save_model_dir
 from .config import DiffusionConfig, check_guidance_interval
 from .guidance import make_denoiser
-from .inpainting import check_mask, check_resample, masked_denoiser, resampled
+from .inpainting import check_mask, masked_denoiser, resampled
 from .interpolation import interpolate_noise, lerp
 from .precision import resolve
 from .samplers import (Callback, Denoiser, ReversePlan, StepInfo, ddim_inversion_plan, iter_sample, make_plan, sample,
@@ -313,9 +313,10 @@ class Pipeline:
 
     def inpaint(self, images: Tensor, mask: Tensor, labels: Labels | None = None, *, resample: int = 1,
                 callback: Callback | None = None, **kwargs) -> Tensor:
-        """Fill in part of each image: (N, C, H, W) in [0, 1], the images (N, C, H, W) in [0, 1] kept exactly where
-        `mask` ((H, W), (1, 1, H, W) or (N, 1, H, W), bool or 0/1) is False / 0 and generated where it is True / 1,
-        to match the kept part and the labels (class indices, context vectors, or None for no class). Any sampler;
+        """Fill in part of each image; returns (N, C, H, W) in [0, 1]. `images` (N, C, H, W) in [0, 1] are kept
+        exactly where `mask` ((H, W), (1, 1, H, W) or (N, 1, H, W), bool or 0/1) is False / 0; where it is True / 1,
+        pixels are generated to match the kept part and the labels (class indices, context vectors, or None for no
+        class). Any sampler;
         the known pixels replace their part of each step's x0 prediction (`diffusion.inpainting`, DDNM). resample
         > 1 takes every step that many times, going back up in between (RePaint; DDPM and DDIM only), so the two
         parts agree better, at resample x the network calls. Other arguments as in `generate` (sampler, steps, eta,
@@ -324,14 +325,12 @@ class Pipeline:
             fill = region_mask("top half", 28, 28)                      # diffusion.inpainting
             boots = pipe.inpaint(sneakers, fill, [9] * len(sneakers), sampler="ddim", steps=50, resample=5)
         """
-        if "x_T" in kwargs or "t_start" in kwargs or "n" in kwargs:
-            raise TypeError("inpaint starts from fresh noise (seed): x_T, t_start and n are not its arguments")
+        refuse_start_arguments("inpaint", "seed", kwargs)
         x0 = self.images_to_model(images)
         fill = check_mask(mask, tuple(x0.shape)).to(self.device)
         denoise, x_T, plan, generator = self.prepare(labels, n=len(x0) if labels is None else None, **kwargs)
         if len(x_T) != len(x0):
             raise ValueError(f"{len(x0)} images need {len(x0)} labels, got {len(x_T)}")
-        check_resample(resample, plan)
         with torch.inference_mode():
             x = resampled(masked_denoiser(denoise, self.schedule, x0, fill), x_T, plan, self.schedule, resample,
                           generator=generator, callback=callback)
@@ -354,22 +353,24 @@ class Pipeline:
         """
         if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 2:
             raise ValueError(f"frames must be an integer of at least 2, got {frames!r}")
-        if "x_T" in kwargs or "t_start" in kwargs or "n" in kwargs:
-            raise TypeError("interpolate makes the starting noises itself: pass noise_seeds, not x_T, t_start or n")
-        if not isinstance(noise_seeds, (tuple, list)) or len(noise_seeds) != 2:
-            raise ValueError(f"noise_seeds must be two seeds (start, end), got {noise_seeds!r}")
-        for s in noise_seeds:
-            check_seed("noise_seeds", s)
+        refuse_start_arguments("interpolate", "noise_seeds", kwargs)
         w = torch.linspace(0, 1, int(frames), dtype=torch.float64)
-        a, b = (self.noise(1, seed=s)[0] for s in noise_seeds)
-        x_T = interpolate_noise(a, b, w, path)
+        x_T = self.interpolation_noise(noise_seeds, w, path)
         if self.config.num_classes == 0:
             if start is not None or end is not None:
                 raise ValueError("this model is unconditional: it takes no classes; leave start and end as None")
             return self.generate(n=len(w), sampler=sampler, eta=eta, x_T=x_T, **kwargs)
         ends = [self.context([v] if v is None or isinstance(v, numbers.Integral) else [list(v)])[0]
                 for v in (start, end)]
-        return self.generate(lerp(*ends, w).float(), sampler=sampler, eta=eta, x_T=x_T, **kwargs)
+        return self.generate(lerp(*ends, w), sampler=sampler, eta=eta, x_T=x_T, **kwargs)
+
+    def interpolation_noise(self, noise_seeds: tuple[int, int], weights: Tensor, path: str = "slerp") -> Tensor:
+        """The starting noises of `interpolate`: (K, C, H, W) at `weights` (K,) in [0, 1] on the `path` from the noise
+        drawn from noise_seeds[0] to that from noise_seeds[1]."""
+        if not isinstance(noise_seeds, (tuple, list)) or len(noise_seeds) != 2:
+            raise ValueError(f"noise_seeds must be two seeds (start, end), got {noise_seeds!r}")
+        a, b = (self.noise(1, seed=check_seed("noise_seeds", s))[0] for s in noise_seeds)
+        return interpolate_noise(a, b, weights, path)
 
     def iter_generate(self, labels: Labels | None = None, **kwargs) -> Iterator[StepInfo]:
         """`generate` one step at a time (same arguments but callback): yields a StepInfo per step; the last
@@ -390,6 +391,14 @@ def check_timestep(name: str, t: object, T: int) -> int:
     if not isinstance(t, numbers.Integral) or isinstance(t, bool) or not 0 <= t < T:
         raise ValueError(f"{name} must be an integer timestep in [0, {T - 1}], got {t!r}")
     return int(t)
+
+
+def refuse_start_arguments(method: str, instead: str, kwargs: dict) -> None:
+    """interpolate and inpaint draw their own starting noise: generate's x_T, t_start and n are not theirs."""
+    given = [k for k in ("x_T", "t_start", "n") if k in kwargs]
+    if given:
+        raise TypeError(f"{method} makes its own starting noise (from {instead}): {', '.join(given)} is not one of "
+                        f"its arguments")
 
 
 def check_seed(name: str, seed: object) -> int:

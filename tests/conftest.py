@@ -22,6 +22,19 @@ needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "
                                reason="torch.compile on a CPU needs a C++ compiler: apt-get install g++")
 
 
+FAST = Path(__file__).resolve().parent.parent / "checkpoints" / "fashion-mnist-fast"
+
+
+@pytest.fixture(scope="session")
+def fast():
+    """The shipped fast model (0.7 M parameters), in fp32: real properties, checked in seconds."""
+    from diffusion.pipeline import Pipeline
+
+    if not (FAST / "model.safetensors").exists():
+        pytest.skip("the shipped fast model is not in this checkout")
+    return Pipeline.from_pretrained(FAST, precision="fp32")
+
+
 def tiny_config(image_size: int = 16, channels: int = 1, num_classes: int = 3, patch_size: int = 1,
                 T: int = 50, prediction_type: str = "v", schedule: str = "cosine") -> DiffusionConfig:
     unet = UNetConfig(image_size=image_size, in_channels=channels, num_classes=num_classes, base_channels=8,

@@ -99,7 +99,7 @@ def test_interpolate_over_http(client):
     ddim, ddpm, info, gif = client.predict("tiny", "class 0", 0, "class 2", 1, 5, "lerp", 6, 4, 2.0,
                                            api_name="/interpolate")
     assert "**DDIM 6 (eta 0)**, 5 frames from seed 0 to seed 1 along a lerp path, class 0 to class 2" in info
-    assert "**DDPM 4** from the same x_T's" in info and "Lerp's middle x_T has standard deviation" in info
+    assert "**DDPM 4** from the same x_T's" in info and "Lerp's x_T halfway has standard deviation" in info
     assert Image.open(ddim).size == Image.open(ddpm).size and Image.open(gif).format == "GIF"
     _, ddpm, info, _ = client.predict("tiny", "no class", 0, "no class", 1, 3, "slerp", 6, 0, 2.0,
                                       api_name="/interpolate")

@@ -19,7 +19,6 @@ from diffusion.schedules import NoiseSchedule
 from diffusion.unet import UNet
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ROOT / "checkpoints" / "fashion-mnist-fast"
 CLASSIFIER = ROOT / "checkpoints" / "classifiers" / "fashion-mnist"
 
 
@@ -145,13 +144,6 @@ def test_bad_way_back_arguments_are_clear_errors(tiny_model_dir):
 
 
 # ------------------------------------------------------------------------------------------------- shipped model
-
-
-@pytest.fixture(scope="module")
-def fast():
-    if not (FAST / "model.safetensors").exists():
-        pytest.skip("the shipped fast model is not in this checkout")
-    return Pipeline.from_pretrained(FAST, precision="fp32")
 
 
 def examples(pipe: Pipeline, k: int) -> torch.Tensor:
