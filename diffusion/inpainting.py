@@ -90,6 +90,7 @@ def masked_denoiser(denoise: Denoiser, schedule: NoiseSchedule, known: Tensor, f
 
 
 def check_resample(resample: object, plan: ReversePlan) -> int:
+    """A number of takes per step: an integer of at least 1, and 1 for a multistep plan."""
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise ValueError(f"resample must be an integer of at least 1, got {resample!r}")
     if resample > 1 and plan.is_multistep:
