@@ -38,10 +38,14 @@ def check_weights(weights: Tensor) -> Tensor:
     return weights
 
 
-def lerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
-    """Straight line: (1 - w) a + w b for each weight. a, b: the same shape S; weights (K,) -> (K, *S)."""
+def check_ends(a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"the two ends must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def lerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
+    """Straight line: (1 - w) a + w b for each weight. a, b: the same shape S; weights (K,) -> (K, *S)."""
+    check_ends(a, b)
     w = check_weights(weights).to(a.device).view(-1, *[1] * a.ndim)
     return ((1 - w) * a.double() + w * b.double()).to(a.dtype)
 
@@ -50,8 +54,7 @@ def slerp(a: Tensor, b: Tensor, weights: Tensor) -> Tensor:
     """Spherical linear interpolation: sin((1 - w) theta) / sin(theta) a + sin(w theta) / sin(theta) b, theta the
     angle between a and b (flattened). a, b: the same shape S; weights (K,) -> (K, *S). Nearly parallel ends
     (sin theta below 1e-6) fall back to lerp, the limit of slerp as theta -> 0; opposite ends are an error."""
-    if a.shape != b.shape:
-        raise ValueError(f"the two ends must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    check_ends(a, b)
     w = check_weights(weights).to(a.device)
     a64, b64 = a.double().flatten(), b.double().flatten()
     na, nb = a64.norm(), b64.norm()

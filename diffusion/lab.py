@@ -329,6 +329,14 @@ def toward_labels(pipe: Pipeline, toward: str, k: int | None) -> tuple[list[int 
     return [pipe.class_names.index(choice)], f"toward {choice}"
 
 
+def guided_toward(pipe: Pipeline, toward: str, k: int | None, guidance_scale: float
+                  ) -> tuple[list[int | None] | None, str, float]:
+    """`toward_labels`, and the guidance to run them at: 1 when there is no class to guide toward (guidance would
+    mix two identical passes, and the work cap would charge both)."""
+    labels, how = toward_labels(pipe, toward, k)
+    return labels, how, 1.0 if labels is None or labels == [None] else guidance_scale
+
+
 @dataclass
 class BackResult:
     image: np.ndarray
@@ -350,9 +358,7 @@ def denoise_back(registry: ModelRegistry, model: str, example: str | None, uploa
     sampler, steps, _, guidance_scale = check_sampling(pipe, sampler, steps, 0.0, guidance_scale)
     plan = pipe.plan(sampler, steps, t_start=t)
     x0, k = source_image(pipe, example, upload, limits)
-    labels, how = toward_labels(pipe, toward, k)
-    if labels is None or labels == [None]:  # no class: guidance would mix two identical passes
-        guidance_scale = 1.0
+    labels, how, guidance_scale = guided_toward(pipe, toward, k, guidance_scale)
     check_work(pipe, 1, len(plan), guidance_scale, limits)
     x_t, _ = noised(pipe, x0, t, seed)
     start = time.perf_counter()
@@ -424,9 +430,7 @@ def fill_in(registry: ModelRegistry, model: str, example: str | None, upload: st
         raise InputError(NOT_MULTISTEP)
     seed = check_int("seed", seed, 0, SEED_MAX)
     x0, k = source_image(pipe, example, upload, limits)
-    labels, how = toward_labels(pipe, toward, k)
-    if labels is None or labels == [None]:  # no class: guidance would mix two identical passes
-        guidance_scale = 1.0
+    labels, how, guidance_scale = guided_toward(pipe, toward, k, guidance_scale)
     check_work(pipe, 1, steps, guidance_scale, limits, runs=resample, runs_name="resampling")
     _, H, W = pipe.image_shape
     fill = region_mask(region, H, W).to(pipe.device)  # one pattern of scattered pixels: the seed changes the noise

@@ -287,6 +287,16 @@ class Pipeline:
             raise ValueError("images must hold finite values in [0, 1] (uint8 images: divide by 255 first)")
         return images.to(self.device, torch.float32).clamp(0, 1) * 2 - 1
 
+    def prepare_for_images(self, images: Tensor, labels: Labels | None, **kwargs
+                           ) -> tuple[Tensor, tuple[Denoiser, Tensor, ReversePlan, torch.Generator]]:
+        """`prepare` for a method that starts from images (N, C, H, W) in [0, 1], one label each (None: no class):
+        (the images in model range on the device, what `prepare` returns)."""
+        x0 = self.images_to_model(images)
+        prepared = self.prepare(labels, n=len(x0) if labels is None else None, **kwargs)
+        if len(prepared[1]) != len(x0):
+            raise ValueError(f"{len(x0)} images need {len(x0)} labels, got {len(prepared[1])}")
+        return x0, prepared
+
     def invert(self, images: Tensor, labels: Labels | None = None, *, steps: int = 50,
                guidance_scale: float = 1.0, spacing: str | None = None,
                guidance_interval: tuple[int, int] | list[int] | None = None,
@@ -300,13 +310,9 @@ class Pipeline:
             x_T = pipe.invert(images, labels, steps=50)
             again = pipe.generate(labels, sampler="ddim", eta=0, steps=50, guidance_scale=1, x_T=x_T)
         """
-        x0 = self.images_to_model(images)
-        n = x0.shape[0]
-        denoise, noise, _, _ = self.prepare(labels, n=n if labels is None else None, sampler="ddim", steps=steps,
-                                            eta=0.0, guidance_scale=guidance_scale, spacing=spacing,
-                                            guidance_interval=guidance_interval, seed=0)
-        if noise.shape[0] != n:
-            raise ValueError(f"{n} images need {n} labels, got {noise.shape[0]}")
+        x0, (denoise, _, _, _) = self.prepare_for_images(images, labels, sampler="ddim", steps=steps, eta=0.0,
+                                                         guidance_scale=guidance_scale, spacing=spacing,
+                                                         guidance_interval=guidance_interval, seed=0)
         plan = ddim_inversion_plan(self.schedule, self.timesteps("ddim", steps, spacing))
         with torch.inference_mode():
             return sample(denoise, x0.clone(), plan, callback=callback)
@@ -326,11 +332,8 @@ class Pipeline:
             boots = pipe.inpaint(sneakers, fill, [9] * len(sneakers), sampler="ddim", steps=50, resample=5)
         """
         refuse_start_arguments("inpaint", "seed", kwargs)
-        x0 = self.images_to_model(images)
+        x0, (denoise, x_T, plan, generator) = self.prepare_for_images(images, labels, **kwargs)
         fill = check_mask(mask, tuple(x0.shape)).to(self.device)
-        denoise, x_T, plan, generator = self.prepare(labels, n=len(x0) if labels is None else None, **kwargs)
-        if len(x_T) != len(x0):
-            raise ValueError(f"{len(x0)} images need {len(x0)} labels, got {len(x_T)}")
         with torch.inference_mode():
             x = resampled(masked_denoiser(denoise, self.schedule, x0, fill), x_T, plan, self.schedule, resample,
                           generator=generator, callback=callback)

@@ -3,7 +3,6 @@ masked denoiser, `Pipeline.inpaint` with every sampler (the kept pixels come bac
 keeps them on the forward process of the image), the app's function, and on the shipped fast model the property
 that matters: the filled pixels follow the kept ones."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,11 +168,10 @@ def test_bad_inpaint_arguments_are_clear_errors(tiny):
 
 def shipped_examples(pipe: Pipeline) -> tuple[torch.Tensor, list[int]]:
     """The model's 30 shipped real examples, (30, 1, 28, 28) in [0, 1], and their classes."""
-    from PIL import Image
+    from .test_way_back import examples
 
-    paths = sorted((Path(pipe.directory) / "examples").glob("*.png"))
-    x = torch.stack([torch.from_numpy(np.asarray(Image.open(p), np.float32) / 255)[None] for p in paths])
-    return x, [int(p.stem.split("_")[0]) for p in paths]
+    per_class = [examples(pipe, k) for k in range(len(pipe.class_names))]
+    return torch.cat(per_class), [k for k, x in enumerate(per_class) for _ in range(len(x))]
 
 
 def test_the_filled_pixels_follow_the_kept_ones_and_resampling_makes_them_agree(fast):
