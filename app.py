@@ -62,7 +62,8 @@ smooth, so it can jump over many timesteps at once: 20–50 calls instead of 100
 ε̂ = ε̂_∅ + w (ε̂_c − ε̂_∅); w > 1 makes the class stronger, w = 0 ignores it. A *mix* of two classes feeds the
 network a context vector with weights (1 − w, w) on them. A model may apply guidance only over an interval of
 timesteps (Kynkäänniemi et al. 2024; shown in the model line): at the noisiest steps it would pull every sample of a
-class towards the same few shapes, so those steps run one plain conditional pass instead.
+class towards the same few shapes, so those steps run one plain conditional pass instead. With *no class* there
+is nothing to guide toward (ε̂_c = ε̂_∅): one pass per step at any w.
 
 **Timestep spacing.** Which timesteps a short run visits: *trailing* spreads them evenly and starts at pure noise;
 *quadratic* (DDIM paper, App. D.2) packs them at low noise, where the fine detail is settled.

@@ -11,6 +11,11 @@ it and runs a single conditional pass elsewhere: guidance at the highest noise l
 pulls every sample of a class towards the same few shapes), so leaving it out there lowers the Frechet distance at
 the same class accuracy, and saves the unconditional pass of those steps.
 
+A context that is all zero (no class in any row: "no class" in the app, or `Pipeline.generate(n=...)`) has nothing
+to guide toward: the conditional and unconditional passes would be the same pass, so it runs once, at any w. (A
+guidance-distilled network still gets w: its prediction for no class depends on it, and a row's image must not
+depend on what else is in its batch.)
+
 A guidance-distilled network (Meng et al. 2023, arXiv:2210.03142, sec. 4.1; `UNetConfig.guidance_range`,
 diffusion.distill --guidance) takes w as an input and predicts the mix itself: for w in its range a guided step is
 one pass of B images, not 2B. Outside the range it is guided as above, from its own conditional and unconditional
@@ -33,8 +38,13 @@ from .schedules import NoiseSchedule, PredictionType
 
 def is_guided(guidance_scale: float, conditional: bool = True) -> bool:
     """w = 1 (conditional) and w = 0 (unconditional) need one network pass; any other w mixes two. An unconditional
-    model has nothing to guide towards: one pass at any w."""
+    model, or a context with no class in it (`has_class`), has nothing to guide towards: one pass at any w."""
     return conditional and guidance_scale not in (0.0, 1.0)
+
+
+def has_class(context: Tensor | None) -> bool:
+    """Does a (B, K) context hold any class weight? None (an unconditional model) and all-zero rows do not."""
+    return context is not None and bool(context.ne(0).any())
 
 
 def distilled_for(guidance_scale: float, guidance_range: list[float] | tuple[float, float] | None) -> bool:
@@ -56,10 +66,10 @@ def passes_per_guided_step(guidance_scale: float, conditional: bool = True,
 
 
 def passes_per_image(plan: ReversePlan, guidance_scale: float, guidance_interval: tuple[int, int] | None,
-                     guidance_range: list[float] | tuple[float, float] | None = None) -> int:
-    """Network passes over one image in a run of `plan` (a class-conditional model): two at each guided step
-    (batched into one call), one at the others."""
-    if passes_per_guided_step(guidance_scale, guidance_range=guidance_range) == 1:
+                     guidance_range: list[float] | tuple[float, float] | None = None, conditional: bool = True) -> int:
+    """Network passes over one image in a run of `plan`: two at each guided step (batched into one call), one at the
+    others. conditional: a class-conditional model and a context with a class in it (`has_class`)."""
+    if passes_per_guided_step(guidance_scale, conditional, guidance_range) == 1:
         return len(plan)
     lo, hi = guidance_interval if guidance_interval is not None else (0, max(t for t, _ in plan.pairs))
     return sum(2 if lo <= t <= hi else 1 for t, _ in plan.pairs)
@@ -81,7 +91,9 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
     if context is not None and guidance_scale == 0.0:
         context, guided = torch.zeros_like(context), False  # purely unconditional: one pass
     one_pass = guided and distilled_for(guidance_scale, guidance_range)
-    if guided and not one_pass:
+    # no class in any row: the conditional pass would be the unconditional one, and their mix the same again
+    two_passes = guided and not one_pass and has_class(context)
+    if two_passes:
         both_contexts = torch.cat([context, torch.zeros_like(context)])  # (2B, K): conditional, then unconditional
     device_type = next(model.parameters()).device.type
 
@@ -93,7 +105,7 @@ def make_denoiser(model: nn.Module, schedule: NoiseSchedule, context: Tensor | N
                 w = torch.where(inside, guidance_scale, 1.0).to(x_t.dtype)  # (B,)
                 return model(x_t, t, context, guidance=w).float()
             # one host sync per step (samplers pass one t for the whole batch): skip the unconditional pass
-            if not guided or not bool(inside.any()):
+            if not two_passes or not bool(inside.any()):
                 return model(x_t, t, context).float()
             out = model(torch.cat([x_t, x_t]), torch.cat([t, t]), both_contexts).float()  # (2B, C, H, W)
         cond, uncond = out.chunk(2)

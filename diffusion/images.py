@@ -25,6 +25,24 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+def to_8bit(image: Image.Image) -> Image.Image:
+    """A greyscale image of more than 8 bits (16-bit PNG/TIFF "I;16", 32-bit "I", float "F") -> "L", scaled to
+    0..255 (PIL's own convert("L") clips such values at 255: a 16-bit image would come out nearly white). 16-bit
+    modes divide by 257; "I" and "F" go by their largest value: up to 1 (a float image in [0, 1]) times 255, up to
+    255 as it is, up to 65535 as 16-bit, beyond that scaled to it. Other modes pass through."""
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return image
+    a = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0).clip(min=0)
+    top = float(a.max()) if a.size else 0.0
+    if image.mode.startswith("I;16") or 255 < top <= 65535:
+        scale = 1 / 257
+    elif image.mode == "F" and top <= 1:
+        scale = 255.0
+    else:
+        scale = 1.0 if top <= 255 else 255 / top
+    return Image.fromarray((a * scale).round().clip(0, 255).astype(np.uint8), "L")
+
+
 def to_pil(image: np.ndarray, scale: int = 1) -> Image.Image:
     """(H, W, C) uint8 with C in {1, 3} -> PIL image ("L" or "RGB"), upscaled by `scale` with nearest neighbours."""
     pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)

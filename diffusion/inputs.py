@@ -142,13 +142,15 @@ def plural(n: int, word: str) -> str:
 
 def check_work(pipe: Pipeline, images: int, steps: int, guidance_scale: float, limits: Limits, *,
                fixed_steps: int = 0, fixed_name: str = "", steps_name: str = "step", runs: int = 1,
-               runs_name: str = "") -> None:
+               runs_name: str = "", has_class: bool = True) -> None:
     """Work = network FLOPs: images x steps x FLOPs per pass, twice per step when a class-conditional model guides
-    (conditional + unconditional). `fixed_steps` are steps the request adds that the user does not set (the
-    comparison's DDIM strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them. A
-    request that runs the user's steps `runs` times (`runs_name` says which) is charged for each run."""
+    (conditional + unconditional; not when the request asks for no class, `has_class` False: see
+    guidance.has_class). `fixed_steps` are steps the request adds that the user does not set (the comparison's DDIM
+    strip, `fixed_name`); the error counts the user's steps (`steps_name`) apart from them. A request that runs the
+    user's steps `runs` times (`runs_name` says which) is charged for each run."""
     # an upper bound when the model guides over an interval only
-    passes = passes_per_guided_step(guidance_scale, pipe.config.num_classes > 0, pipe.config.unet.guidance_range)
+    passes = passes_per_guided_step(guidance_scale, has_class and pipe.config.num_classes > 0,
+                                    pipe.config.unet.guidance_range)
     cap = limits.max_tflop * 1e12
     guided = " x 2 (guidance)" if passes == 2 else ""
     if passes * pipe.flops_per_image > cap:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from .evaluate import SamplerSetting
 from .guidance import describe_range, make_denoiser
-from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_pil
+from .images import OutputFiles, grid_array, save_gif, save_png, side_by_side, to_8bit, to_pil
 from .inpainting import NOT_MULTISTEP, REGIONS, region_mask
 from .interpolation import PATHS, detail, frame_changes, path_ratio
 from .inputs import (SEED_MAX, InputError, Limits, check_choice, check_float, check_int, check_sampling, check_work,
@@ -64,8 +64,8 @@ def generate_stream(registry: ModelRegistry, outputs: OutputFiles, model: str, s
     pipe = get_model(registry, model, limits)
     sampler, steps, eta, guidance_scale = check_sampling(pipe, sampler, steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_images)
-    check_work(pipe, n, steps, guidance_scale, limits)
     context = class_context(pipe, class_mode, class_a, class_b, mix)
+    check_work(pipe, n, steps, guidance_scale, limits, has_class=any(context))
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
     every = stream_every(steps)
@@ -159,9 +159,9 @@ def compare_stream(registry: ModelRegistry, model: str, ddpm_steps: int, ddim_st
     _, ddim_steps, eta, guidance_scale = check_sampling(pipe, "ddim", ddim_steps, eta, guidance_scale)
     n = check_int("number of images", num_images, 1, limits.max_compare_images)
     strip_steps = [s for s in STRIP_STEPS if s <= T]
-    check_work(pipe, n, ddpm_steps + ddim_steps, guidance_scale, limits, fixed_steps=sum(strip_steps),
-               fixed_name="the DDIM strip", steps_name="DDPM + DDIM step")
     context = class_context(pipe, class_mode, class_a, class_b, mix)
+    check_work(pipe, n, ddpm_steps + ddim_steps, guidance_scale, limits, fixed_steps=sum(strip_steps),
+               fixed_name="the DDIM strip", steps_name="DDPM + DDIM step", has_class=any(context))
     seed = resolve_seed(seed, random_seed)
     labels = [context] * n if context else None
     x_T = pipe.noise(n, seed=seed)
@@ -239,7 +239,7 @@ def load_example(pipe: Pipeline, name: str) -> tuple[Image.Image, int | None]:
 def image_to_model(pipe: Pipeline, image: Image.Image) -> Tensor:
     """A PIL image -> (1, C, H, W) in [-1, 1] at the model's size and channels (centre crop, then resize)."""
     C, H, W = pipe.image_shape
-    image = image.convert("L" if C == 1 else "RGB")
+    image = to_8bit(image).convert("L" if C == 1 else "RGB")
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     image = image.crop((left, top, left + side, top + side)).resize((W, H), Image.Resampling.LANCZOS)
@@ -331,8 +331,8 @@ def toward_labels(pipe: Pipeline, toward: str, k: int | None) -> tuple[list[int 
 
 def guided_toward(pipe: Pipeline, toward: str, k: int | None, guidance_scale: float
                   ) -> tuple[list[int | None] | None, str, float]:
-    """`toward_labels`, and the guidance to run them at: 1 when there is no class to guide toward (guidance would
-    mix two identical passes, and the work cap would charge both)."""
+    """`toward_labels`, and the guidance they run at: 1 when there is no class to guide toward (the denoiser then
+    makes one pass at any w, guidance.has_class), so that the readout and the work cap say what runs."""
     labels, how = toward_labels(pipe, toward, k)
     return labels, how, 1.0 if labels is None or labels == [None] else guidance_scale
 
@@ -442,7 +442,8 @@ def fill_in(registry: ModelRegistry, model: str, example: str | None, upload: st
     kept = float((out - image).abs().amax(dim=1)[0][~fill[0, 0]].max()) * 255
     changed = float((out - image).abs().mean(dim=1)[0][fill[0, 0]].mean()) * 255
     size = limits.display_size // 2
-    taken = "each taken once" if resample == 1 else f"each taken {resample} times (RePaint resampling)"
+    taken = ("each taken once" if resample == 1
+             else f"each but the last (to clean data) taken {resample} times (RePaint resampling)")
     info = (f"**{sampler.upper()} {steps} steps** {how}, guidance {guidance_scale:g}, {taken}: the {region} "
             f"({float(fill.float().mean()):.0%} of the pixels) filled in, in {seconds:.2f} s. At every step the kept "
             f"pixels replace their part of the network's x0 prediction (DDNM), so the chain keeps them on the "
@@ -492,7 +493,7 @@ def interpolate(registry: ModelRegistry, outputs: OutputFiles, model: str, class
              check_int("seed of the last end", seed_to, 0, SEED_MAX))
     guidance_scale = check_float("guidance scale", guidance_scale, 0.0, 20.0)
     start, end = end_label(pipe, class_from, "first end's class"), end_label(pipe, class_to, "last end's class")
-    if start is None and end is None:  # no class at either end: guidance would mix two identical passes
+    if start is None and end is None:  # no class at either end: one pass at any w (guidance.has_class)
         guidance_scale = 1.0
     check_work(pipe, k, ddim_steps + ddpm_steps, guidance_scale, limits, steps_name="DDIM + DDPM step")
     run = dict(frames=k, noise_seeds=seeds, path=path, guidance_scale=guidance_scale)
@@ -573,7 +574,7 @@ def model_summary(pipe: Pipeline) -> str:
     params = sum(p.numel() for p in pipe.model.parameters())
     s = c.sampling
     where = f" at t in [{s.guidance_interval[0]}, {s.guidance_interval[1]}]" if s.guidance_interval else ""
-    grid = "tuned" if str(s.steps) in (s.tuned_timesteps or {}) else s.spacing
+    grid = "tuned" if s.sampler == "ddim" and str(s.steps) in (s.tuned_timesteps or {}) else s.spacing
     r = c.unet.guidance_range
     distilled = f" · {describe_range(r)}" if r else ""
     return (f"**{c.dataset or 'model'}** · {c.unet.image_size}x{c.unet.image_size}x{c.unet.in_channels} · "

@@ -85,15 +85,17 @@ class ModelRegistry:
                     return self._cache[name]
             try:
                 pipe = self._load(name)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._loading.pop(name, None)
-            with self._lock:
+                raise
+            with self._lock:  # cached before its per-name lock goes: a request in between must not load it again
                 if name not in self._local and name not in self._hub:
                     self._hub.append(name)
                 self._cache[name] = pipe
                 while len(self._cache) > self.max_loaded:
                     self._cache.popitem(last=False)
+                self._loading.pop(name, None)
             return pipe
 
     def _load(self, name: str) -> Pipeline:

@@ -100,6 +100,27 @@ def test_a_distilled_network_guides_in_one_pass_inside_its_range_and_in_two_outs
     assert passes_per_guided_step(2.5, True, None) == 2
     plan = make_plan("ddim", schedule, 6, "trailing")
     assert passes_per_image(plan, 2.5, None, [1, 3]) == 6 and passes_per_image(plan, 5.0, None, [1, 3]) == 12
+    assert passes_per_image(plan, 5.0, None, [1, 3], conditional=False) == 6  # no class: nothing to guide
+
+
+@pytest.mark.parametrize("w", [2.5, 5.0])  # inside the distilled range, outside it
+def test_a_row_with_no_class_gets_the_same_x0_whatever_else_is_in_its_batch(w):
+    """A batch with no class in it skips the unconditional pass, but a distilled network still gets w (its no-class
+    prediction depends on it): a no-class row must not change with the rows beside it."""
+    config, _, grown, student = distilled_pair()
+    schedule = Pipeline(student, grown, precision="fp32").schedule
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([30, 30])
+    with torch.no_grad():
+        def x0(context):
+            return make_denoiser(student, schedule, context, guidance_scale=w, clip_x0=False,
+                                 guidance_range=grown.unet.guidance_range)(x, t)[0][0]
+
+        alone, beside_a_class = x0(torch.zeros(2, 3)), x0(torch.eye(3)[[1, 2]] * torch.tensor([[0.0], [1.0]]))
+        torch.testing.assert_close(alone, beside_a_class, atol=1e-5, rtol=1e-5)
+        at_one = make_denoiser(student, schedule, torch.zeros(2, 3), guidance_scale=1.0, clip_x0=False,
+                               guidance_range=grown.unet.guidance_range)(x, t)[0][0]
+    if w == 2.5:  # the distilled network's no-class prediction does depend on w
+        assert (alone - at_one).abs().max() > 1e-3
 
 
 def test_the_pipeline_of_a_distilled_model_runs_one_pass_per_guided_step(tmp_path):

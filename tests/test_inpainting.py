@@ -202,8 +202,8 @@ def test_the_app_fills_in_a_region(registry):
     pipe = registry.get("tiny")
     example = lab.example_choices(pipe)[4]  # class 2
     r = lab.fill_in(registry, "tiny", example, None, "left half", "ddim", 6, 2, lab.OWN_CLASS, 2.0, 5)
-    assert ("**DDIM 6 steps** toward its own class, class 2, guidance 2, each taken 2 times (RePaint resampling): "
-            "the left half (50% of the pixels)") in r.info
+    assert ("**DDIM 6 steps** toward its own class, class 2, guidance 2, each but the last (to clean data) taken 2 "
+            "times (RePaint resampling): the left half (50% of the pixels)") in r.info
     assert r.masked.shape == r.filled.shape and r.masked.dtype == np.uint8
     x0, k = lab.source_image(pipe, example, None, Limits())
     direct = pipe.inpaint((x0 + 1) / 2, region_mask("left half", 16, 16), [k], sampler="ddim", steps=6, eta=0.0,

@@ -3,6 +3,8 @@
 import io
 import json
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -119,6 +121,20 @@ def test_forward_with_upload(registry, outputs, tmp_path):
     assert "no class context" in r.info
 
 
+@pytest.mark.parametrize("deep", [np.uint16, np.int32, np.float32])
+def test_an_upload_deeper_than_8_bits_is_scaled_not_clipped(registry, tmp_path, deep):
+    """A 16-bit PNG (PIL mode I;16), a 32-bit integer and a float image in [0, 1] read as their 8-bit equivalent
+    (PIL's convert("L") alone clips 16-bit values at 255: an almost white image)."""
+    levels = np.tile(np.linspace(0, 255, 16).round(), (16, 1))  # (16, 16) grey ramp, the tiny model's size
+    shallow, path = tmp_path / "8bit.png", tmp_path / ("deep.png" if deep == np.uint16 else "deep.tiff")
+    Image.fromarray(levels.astype(np.uint8)).save(shallow)
+    deep_values = {np.uint16: levels * 257, np.int32: levels * 257, np.float32: levels / 255}[deep]
+    Image.fromarray(deep_values.astype(deep)).save(path)
+    pipe = registry.get("tiny")
+    want, got = (lab.source_image(pipe, None, str(f), Limits())[0] for f in (shallow, path))
+    assert (got - want).abs().max() * 127.5 < 0.51  # within rounding of one grey level
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(steps=0), "steps must be an integer from 1 to 50"),
     (dict(steps=10**9), "steps must be an integer from 1 to 50"),
@@ -157,6 +173,11 @@ def test_work_cap(registry, outputs):
         list(lab.generate_stream(registry, outputs, **args, limits=limits(1000)))
     last = list(lab.generate_stream(registry, outputs, **{**args, "guidance_scale": 1.0}, limits=limits(1000)))[-1]
     assert last.final is not None  # without guidance the same request is half the work
+    images = []  # and so is asking for no class: nothing to guide toward, one pass per step at any guidance
+    hook = registry.get("tiny").model.register_forward_hook(lambda m, a, out: images.append(a[0].shape[0]))
+    last = list(lab.generate_stream(registry, outputs, **{**args, "class_mode": "none"}, limits=limits(1000)))[-1]
+    hook.remove()
+    assert last.final is not None and sum(images) == 800
     # an unconditional model makes one pass per step at any guidance scale
     config = tiny_config(num_classes=0)
     unconditional = Pipeline(UNet(config.unet), config)
@@ -228,10 +249,36 @@ def test_oversized_upload(registry, outputs, tmp_path):
         lab.forward_process(registry, outputs, "tiny", None, str(big), 10, 0, limits=Limits(max_upload_bytes=10))
 
 
+def test_concurrent_requests_load_a_model_once_and_a_failed_load_can_be_retried(checkpoints, monkeypatch):
+    registry = ModelRegistry(checkpoints, precision="fp32")
+    real_load, loads, fail = registry._load, [], [True]
+
+    def slow_load(name):
+        loads.append(name)
+        time.sleep(0.2)  # every other request arrives while this one loads
+        if fail[0]:
+            fail[0] = False
+            raise OSError("disk hiccup")
+        return real_load(name)
+
+    monkeypatch.setattr(registry, "_load", slow_load)
+    with pytest.raises(OSError, match="disk hiccup"):
+        registry.get("tiny")
+    with ThreadPoolExecutor(8) as pool:
+        pipes = list(pool.map(lambda _: registry.get("tiny"), range(8)))
+    assert loads == ["tiny", "tiny"] and all(p is pipes[0] for p in pipes)  # the failure, then one load for all 8
+    assert registry.get("tiny") is pipes[0] and registry._loading == {}
+
+
 def test_model_info(registry, outputs):
     pipe = registry.get("tiny")
     assert "3 classes" in lab.model_summary(pipe) and lab.model_summary(pipe).endswith("fp32 on cpu (asked for)")
     assert lab.evaluation_rows(pipe) == []
+    s = pipe.config.sampling  # tuned timesteps are DDIM's only: the summary says which grid the default runs on
+    s.steps, s.spacing, s.tuned_timesteps = 5, "quadratic", {"5": [3, 10, 20, 35, 49]}
+    for sampler, grid in [("ddim", "tuned"), ("dpm++", "quadratic"), ("ddpm", "quadratic")]:
+        s.sampler = sampler
+        assert f"{sampler.upper()} 5 steps ({grid} timesteps)" in lab.model_summary(pipe)
 
 
 GOOD_ROW = dict(sampler="ddim", steps=20, eta=0.0, guidance_scale=1.25, seconds_per_image=0.02, fd_ratio=1.7,

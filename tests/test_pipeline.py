@@ -76,6 +76,27 @@ def test_guidance_batches_both_passes_and_mixes_them(tiny_model_dir):
     assert calls == [4]  # conditional and unconditional in one batch of 2B
 
 
+def test_a_context_with_no_class_runs_one_pass_at_any_guidance(tiny_model_dir):
+    """All-zero rows ("no class") would mix two identical passes: one pass of B gives the same x0."""
+    pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
+    none, x, t = torch.zeros(3, 3), torch.randn(3, 1, 16, 16), torch.tensor([30, 30, 30])
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    x0 = make_denoiser(pipe.model, pipe.schedule, none, guidance_scale=3.0, clip_x0=False)(x, t)[0]
+    hook.remove()
+    assert calls == [3]
+    both = pipe.model(torch.cat([x, x]), torch.cat([t, t]), torch.zeros(6, 3)).chunk(2)  # what guidance would mix
+    mixed = both[1] + 3.0 * (both[0] - both[1])
+    torch.testing.assert_close(x0, pipe.schedule.split_prediction(x, t, mixed, pipe.config.prediction_type)[0],
+                               atol=1e-5, rtol=1e-5)
+    calls.clear()
+    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    one_class = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    make_denoiser(pipe.model, pipe.schedule, one_class, guidance_scale=3.0)(x[:2], t[:2])
+    hook.remove()
+    assert calls == [4]  # a batch with a class in any row guides every row
+
+
 def test_guidance_interval_guides_only_inside_it(tiny_model_dir):
     pipe = Pipeline.from_pretrained(tiny_model_dir, precision="fp32")
     ctx = pipe.context([0, 2, 1])
