@@ -146,8 +146,11 @@ def real_floor(classifier: Classifier, train: ImageDataset, test_images: Tensor,
 
 def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetting], guidance_scales: list[float],
              *, per_class: int = 100, seed: int = 0, batch_size: int = 50, data_dir: str | None = None,
-             log=print) -> dict:
-    """The evaluation table of `pipe` for every (setting, guidance scale): accuracy, FD, FD / floor, s per image."""
+             sample_seed: int | None = None, log=print) -> dict:
+    """The evaluation table of `pipe` for every (setting, guidance scale): accuracy, FD, FD / floor, s per image.
+    `seed` draws the real test images (and the floor's reference) and, unless `sample_seed` is given, the samples'
+    noise: other sample seeds at one `seed` measure how much the draw of the samples alone moves the figures."""
+    sample_seed = seed if sample_seed is None else sample_seed
     dataset = pipe.config.dataset
     train = load_dataset(dataset, "train", data_dir)
     test = load_dataset(dataset, "test", data_dir)
@@ -159,7 +162,7 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
     rows = []
     for setting in settings:
         for w in guidance_scales:
-            images, seconds = generate_images(pipe, labels, setting, w, seed, batch_size)
+            images, seconds = generate_images(pipe, labels, setting, w, sample_seed, batch_size)
             acc, feats = score(classifier, images, labels)
             fd = frechet_distance(feats, test_feats)
             row = EvalRow(setting.sampler, setting.steps, setting.eta, w, round(acc, 4), round(fd, 4),
@@ -167,7 +170,8 @@ def evaluate(pipe: Pipeline, classifier: Classifier, settings: list[SamplerSetti
             rows.append(row)
             log(f"{setting.label:<24} w={w:<4g} accuracy {acc:.4f}  FD {fd:.3f} ({row.fd_ratio:.2f}x floor)  "
                 f"{1000 * row.seconds_per_image:.1f} ms/image")
-    return {"dataset": dataset, "per_class": per_class, "seed": seed, "batch_size": batch_size,
+    return {"dataset": dataset, "per_class": per_class, "seed": seed, "sample_seed": sample_seed,
+            "batch_size": batch_size,
             "precision": precision_name(pipe.autocast_dtype),
             "precision_reason": pipe.precision_reason, "hardware": hardware_name(pipe.device),
             "classifier": {"test_accuracy": classifier.config.test_accuracy,
@@ -193,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=100, help="generated and real images per class")
     parser.add_argument("--batch-size", type=int, default=50, help="images per generate call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the real test draw")
+    parser.add_argument("--sample-seed", type=int, default=None,
+                        help="seed of the samples' noise alone (default: --seed); the real test draw keeps --seed")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="sampling precision (auto: bf16 autocast where one timed call shows it faster than fp32)")
     parser.add_argument("--compile", action="store_true",
@@ -219,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
     scales = args.guidance_scale or [pipe.config.sampling.guidance_scale]
     results = evaluate(pipe, classifier, settings, scales, per_class=args.per_class, seed=args.seed,
-                       batch_size=args.batch_size, data_dir=args.data_dir,
+                       batch_size=args.batch_size, data_dir=args.data_dir, sample_seed=args.sample_seed,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     results["command"] = "python -m diffusion.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     results["model"] = args.model

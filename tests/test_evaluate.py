@@ -71,6 +71,14 @@ def test_evaluation_table(digits_classifier, tmp_path):
         ("ddim", 3, 1.0), ("ddim", 3, 2.0), ("ddpm", 4, 1.0), ("ddpm", 4, 2.0)]
     for r in rows:  # random weights: far from real data, at chance-level accuracy
         assert r["fd_ratio"] > 2 and 0 <= r["accuracy"] <= 0.5 and r["seconds_per_image"] > 0
+    def ddim3(**kwargs):
+        return evaluate(pipe, clf, [SamplerSetting("ddim", 3)], [1.0], per_class=5, batch_size=25, log=lambda m: None,
+                        **kwargs)
+
+    same, other = ddim3(sample_seed=0), ddim3(sample_seed=1)  # the samples' noise alone: same test draw and floor
+    assert same["rows"][0] == {**rows[0], "seconds_per_image": same["rows"][0]["seconds_per_image"]}
+    assert other["floor"] == same["floor"] and other["sample_seed"] == 1 and same["sample_seed"] == 0
+    assert other["rows"][0]["frechet_distance"] != same["rows"][0]["frechet_distance"]
     out = tmp_path / "eval.json"
     assert evaluate_main(["--model", str(model_dir), "--classifier", str(digits_classifier), "--samplers", "ddim:2",
                           "--per-class", "3", "--out", str(out), "--save-to-model"]) == 0
