@@ -71,6 +71,7 @@ def test_evaluation_table(digits_classifier, tmp_path):
         ("ddim", 3, 1.0), ("ddim", 3, 2.0), ("ddpm", 4, 1.0), ("ddpm", 4, 2.0)]
     for r in rows:  # random weights: far from real data, at chance-level accuracy
         assert r["fd_ratio"] > 2 and 0 <= r["accuracy"] <= 0.5 and r["seconds_per_image"] > 0
+
     def ddim3(**kwargs):
         return evaluate(pipe, clf, [SamplerSetting("ddim", 3)], [1.0], per_class=5, batch_size=25, log=lambda m: None,
                         **kwargs)
